@@ -1,0 +1,165 @@
+"""One experiment, from a plain config dict to a complete run directory.
+
+    from lab.experiment import run_experiment
+    results = run_experiment(config, "outputs/my-run")   # config as lab.config.validate gives
+
+Hydra is not needed here: a notebook can build the dict by hand, or compose it with
+hydra.compose and pass it through lab.config.validate.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lab.data import Stream, build_stream, load_dataset
+from lab.engine import OptimizerSettings, TaskResult, TrainSettings, evaluate, train_stream
+from lab.errors import ConfigError
+from lab.models import build_model
+from lab.strategies import build_strategy
+from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but torch sees no CUDA device; valid here: auto, cpu")
+    return torch.device(name)
+
+
+def make_stream(config: dict[str, Any]) -> Stream:
+    b = config["benchmark"]
+    dataset = load_dataset(b["dataset"], config["data"]["root"])
+    return build_stream(
+        dataset,
+        stream=b["stream"],
+        scenario=config["scenario"],
+        num_tasks=b["num_tasks"],
+        seed=config["seed"],
+        order=b.get("class_order"),
+        shuffle_classes=b.get("shuffle_classes", False),
+        identity_first=b.get("identity_first", True),
+        angles=b.get("angles"),
+        standardize=b["standardize"],
+    )
+
+
+def task_names(stream: Stream) -> list[str]:
+    return [f"T{t.id} ({t.description})" for t in stream.tasks]
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The accuracy matrix (in %) and the metrics, as printed at the end of a run."""
+    matrix = results["acc_matrix"]
+    n = len(results["tasks"])
+    lines = ["accuracy matrix (%): row i = after task i, column j = task j"]
+    lines.append(" " * 12 + "".join(f"{'T' + str(j):>8}" for j in range(n)))
+    lines.append("  init      " + "".join(f"{100 * a:8.1f}" for a in results["init_acc"]))
+    for i, row in enumerate(matrix):
+        lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:8.1f}" for a in row))
+    shown = ", ".join(
+        f"{k}={'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in results["metrics"].items()
+    )
+    lines.append(f"metrics: {shown}")
+    return "\n".join(lines)
+
+
+def run_experiment(
+    config: dict[str, Any], run_dir: str | Path, progress: bool = False
+) -> dict[str, Any]:
+    """Train the configured model on the configured stream; returns results.json's content.
+
+    results.json, acc_matrix.csv and acc_matrix.png are (re)written in `run_dir` after
+    every task, so an interrupted run keeps every task it completed.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(config["device"])
+    seed_everything(config["seed"])
+    stream = make_stream(config)
+    stream.tasks = [task.to(device) for task in stream.tasks]
+    names = task_names(stream)
+
+    model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
+    model = build_model(
+        config["model"]["name"],
+        stream.tasks[0].train_x.shape[1:],
+        stream.head_sizes,
+        init=config["model"]["init"],
+        **model_options,
+    ).to(device)
+    strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
+    strategy = build_strategy(config["strategy"]["name"], **strategy_params)
+
+    results = RunResults(
+        run_dir,
+        {
+            "benchmark": config["benchmark"]["name"],
+            "scenario": config["scenario"],
+            "strategy": config["strategy"]["name"],
+            "seed": config["seed"],
+            "device": str(device),
+            "tasks": [
+                {"id": t.id, "classes": t.classes, "description": t.description}
+                for t in stream.tasks
+            ],
+            "config": config,
+        },
+    )
+    try:
+        eval_started = time.perf_counter()
+        results.set_init_acc(
+            evaluate(model, stream.tasks, config["train"]["eval_batch_size"]),
+            time.perf_counter() - eval_started,
+        )
+
+        def record(task: TaskResult) -> None:
+            results.add_row(task.accuracies, float(np.mean(task.losses)), task.train_s, task.eval_s)
+            write_acc_matrix_csv(run_dir / "acc_matrix.csv", results.data["acc_matrix"])
+            save_acc_matrix_png(
+                run_dir / "acc_matrix.png",
+                results.data["acc_matrix"],
+                results.data["init_acc"],
+                names,
+                title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
+                f" ({config['scenario']}-IL, seed {config['seed']})",
+            )
+            log.info(
+                "after task %d/%d: %s",
+                task.index + 1,
+                len(stream.tasks),
+                " ".join(f"{100 * a:.1f}" for a in task.accuracies),
+            )
+
+        train_stream(
+            model,
+            stream,
+            strategy,
+            OptimizerSettings(**config["optimizer"]),
+            TrainSettings(**config["train"]),
+            generator=torch.Generator().manual_seed(config["seed"]),
+            on_task_end=record,
+            progress=progress,
+        )
+    except BaseException as error:
+        results.finish("failed", time.perf_counter() - started, f"{type(error).__name__}: {error}")
+        raise
+    results.finish("complete", time.perf_counter() - started)
+    log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)
+    return results.data

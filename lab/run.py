@@ -1,0 +1,69 @@
+"""`lab-run`: the Hydra entry point over conf/.
+
+lab-run                                  # naive fine-tuning on Split Fashion-MNIST
+lab-run strategy=joint scenario=task seed=1
+lab-run -m seed=0,1,2                    # a sweep
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lab.config import validate
+from lab.errors import LabError
+from lab.experiment import run_experiment
+from lab.tracking import write_json_atomic
+
+log = logging.getLogger("lab")
+
+
+def config_dir() -> str:
+    """conf/ of the source tree, or lab/conf where a wheel installed it."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    if packaged.is_dir():
+        return str(packaged)
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def show_progress(setting: str | bool, multirun: bool) -> bool:
+    if setting != "auto":
+        return bool(setting)
+    return sys.stderr.isatty() and not multirun and not os.environ.get("CI")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    multirun = hydra_config.mode == RunMode.MULTIRUN
+    try:
+        config = validate(cfg)
+        results = run_experiment(config, run_dir, show_progress(config["progress"], multirun))
+    except LabError as error:
+        print(f"lab-run: error: {error}", file=sys.stderr)
+        if not (run_dir / "results.json").exists():  # a config error: nothing ran
+            write_json_atomic(
+                run_dir / "results.json",
+                {
+                    "schema_version": 1,
+                    "status": "failed",
+                    "error": str(error),
+                    "config": OmegaConf.to_container(cfg, resolve=False),
+                },
+            )
+        if multirun:  # the sweep's other runs go on
+            return None
+        sys.exit(2)
+    return results["metrics"]["acc"]
+
+
+if __name__ == "__main__":
+    main()

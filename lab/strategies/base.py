@@ -1,0 +1,77 @@
+"""The strategy interface: hooks the engine calls around its training loop.
+
+The engine trains one task at a time:
+
+    strategy.before_task(model, task, seen)
+    data = strategy.training_data(task, seen)
+    for each batch of data:
+        logits = model(batch.x, batch.task_ids)
+        ce = cross_entropy(logits, batch.y)
+        loss = strategy.loss(model, batch, logits, ce)   # the term a method adds
+        loss.backward(); optimizer.step()
+    strategy.after_task(model, task, seen)
+
+`seen` is the list of tasks up to and including the current one. The defaults do
+plain sequential fine-tuning; a method overrides only the hooks it needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lab.data import Task
+from lab.models import Classifier
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Inputs, scenario targets and task ids of a set of samples (a batch or a task's data)."""
+
+    x: Tensor
+    y: Tensor
+    task_ids: Tensor
+
+    @staticmethod
+    def of(task: Task) -> Batch:
+        return Batch(task.train_x, task.train_y, torch.full_like(task.train_y, task.id))
+
+    @staticmethod
+    def concat(batches: list[Batch]) -> Batch:
+        return Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x", "y", "task_ids")))
+
+    def select(self, index: Tensor) -> Batch:
+        return Batch(self.x[index], self.y[index], self.task_ids[index])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Strategy:
+    """Plain sequential fine-tuning; subclasses override the hooks they need."""
+
+    name = "naive"
+
+    def before_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
+        """Called before training on `task`."""
+
+    def training_data(self, task: Task, seen: list[Task]) -> Batch:
+        """The samples to train on for `task`: by default its own training set."""
+        return Batch.of(task)
+
+    def loss(self, model: Classifier, batch: Batch, logits: Tensor, ce: Tensor) -> Tensor:
+        """The training loss of one step, given the cross-entropy `ce` on the batch."""
+        return ce
+
+    def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
+        """Called after training on `task`, before the evaluation."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must hold to resume the strategy after a task."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""

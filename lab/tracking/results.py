@@ -1,0 +1,93 @@
+"""results.json, the run directory's source of truth (design.md, run-directory contract).
+
+It is rewritten atomically after every task (status "running"), then once more at the
+end ("complete" or "failed"), so a crash or a kill at any moment leaves a valid file
+that holds every task completed so far.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import lab
+from lab.metrics import accuracy_metrics
+
+SCHEMA_VERSION = 1
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same directory, then rename over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def versions() -> dict[str, str]:
+    return {"lab": lab.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+class RunResults:
+    """The content of results.json, saved to `run_dir` at every change."""
+
+    def __init__(self, run_dir: Path, header: dict[str, Any]):
+        self.path = Path(run_dir) / "results.json"
+        self.data: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "status": "running",
+            **header,
+            "acc_matrix": [],
+            "init_acc": [],
+            "metrics": accuracy_metrics([]),
+            "train_loss": [],
+            "timing": {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0},
+            "versions": versions(),
+        }
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+    def set_init_acc(self, init_acc: list[float], eval_s: float) -> None:
+        self.data["init_acc"] = list(init_acc)
+        self.data["timing"]["eval_s"] += eval_s
+        self.save()
+
+    def add_row(self, row: list[float], mean_loss: float, train_s: float, eval_s: float) -> None:
+        self.data["acc_matrix"].append(list(row))
+        self.data["train_loss"].append(mean_loss)
+        self.data["metrics"] = accuracy_metrics(self.data["acc_matrix"], self.data["init_acc"])
+        self.data["timing"]["train_s"] += train_s
+        self.data["timing"]["eval_s"] += eval_s
+        self.save()
+
+    def finish(self, status: str, total_s: float, error: str | None = None) -> None:
+        self.data["status"] = status
+        self.data["timing"]["total_s"] = total_s
+        if error is not None:
+            self.data["error"] = error
+        self.save()
+
+
+def write_acc_matrix_csv(path: Path, acc_matrix: list[list[float]]) -> None:
+    """One row per training step: `after_task`, then the accuracy on each task."""
+    num_tasks = len(acc_matrix[0]) if acc_matrix else 0
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["after_task", *(f"task_{j}" for j in range(num_tasks))])
+        for i, row in enumerate(acc_matrix):
+            writer.writerow([i, *(f"{a:.6f}" for a in row)])
