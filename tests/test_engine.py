@@ -1,0 +1,82 @@
+"""The engine on real digits: determinism, the naive/joint contrast, training options."""
+
+from __future__ import annotations
+
+import torch
+
+from lab.engine import OptimizerSettings, TrainSettings, make_optimizer, train_task
+from lab.experiment import make_stream, run_experiment
+from lab.models import build_model
+from lab.strategies import build_strategy
+
+
+def test_same_config_and_seed_give_the_same_matrix_bit_for_bit(fast_config, tmp_path):
+    config = fast_config("model.dropout=0.2", "benchmark.shuffle_classes=true")
+    first = run_experiment(config, tmp_path / "a")
+    second = run_experiment(config, tmp_path / "b")
+    assert first["acc_matrix"] == second["acc_matrix"]  # exact float equality
+    assert first["init_acc"] == second["init_acc"]
+    third = run_experiment(fast_config("model.dropout=0.2", "seed=1"), tmp_path / "c")
+    assert third["acc_matrix"] != first["acc_matrix"]
+
+
+def test_naive_forgets_and_joint_does_not_in_class_il(fast_config, tmp_path):
+    naive = run_experiment(fast_config(), tmp_path / "naive")
+    joint = run_experiment(fast_config("strategy=joint"), tmp_path / "joint")
+    last_naive, last_joint = naive["acc_matrix"][-1], joint["acc_matrix"][-1]
+    assert last_naive[-1] > 0.9  # the last task is learned ...
+    assert max(last_naive[:2]) < 0.2  # ... and the first ones are forgotten
+    assert min(last_joint) > 0.8  # joint keeps every task
+    assert joint["metrics"]["acc"] > naive["metrics"]["acc"] + 0.4
+    assert naive["status"] == joint["status"] == "complete"
+
+
+def test_task_il_multi_head_forgets_less_than_class_il(fast_config, tmp_path):
+    task_il = run_experiment(fast_config("scenario=task"), tmp_path / "task")
+    class_il = run_experiment(fast_config(), tmp_path / "class")
+    assert task_il["metrics"]["acc"] > class_il["metrics"]["acc"]
+    assert min(task_il["acc_matrix"][-1]) > 0.5  # two-way choice within the task's head
+
+
+def _one_task(config, **train):
+    stream = make_stream(config)
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), stream.head_sizes, hidden_sizes=[16])
+    optimizer = make_optimizer(model.parameters(), OptimizerSettings(lr=0.1))
+    losses = train_task(
+        model,
+        build_strategy("naive"),
+        stream.tasks[1],
+        stream.tasks[:2],
+        optimizer,
+        TrainSettings(**train),
+        torch.Generator().manual_seed(0),
+        config["scenario"],
+    )
+    return model, stream, losses
+
+
+def test_iterations_override_epochs(fast_config):
+    _, stream, losses = _one_task(fast_config(), epochs=3, iterations=7, batch_size=16)
+    assert len(losses) == 7
+    _, stream, losses = _one_task(fast_config(), epochs=2, batch_size=16)
+    n = len(stream.tasks[1].train_y)
+    assert len(losses) == 2 * -(-n // 16)
+
+
+def test_seen_classes_only_leaves_unseen_outputs_untrained(fast_config):
+    model, _, _ = _one_task(fast_config(), seen_classes_only=True)
+    torch.manual_seed(0)  # the same initial weights as _one_task's model
+    before = build_model("mlp", (1, 8, 8), [10], hidden_sizes=[16])
+    head, head0 = model.heads[0], before.heads[0]
+    # classes 4..9 are not seen by tasks 0 and 1: softmax never touched their outputs
+    assert torch.equal(head.weight[4:], head0.weight[4:])
+    assert not torch.equal(head.weight[2:4], head0.weight[2:4])
+
+
+def test_optimizers():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(params, OptimizerSettings("adam", 0.1)), torch.optim.Adam)
+    sgd = make_optimizer(params, OptimizerSettings("sgd", 0.1, momentum=0.9, weight_decay=0.5))
+    assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 0.5
+    assert isinstance(make_optimizer(params, OptimizerSettings("adamw", 0.1)), torch.optim.AdamW)

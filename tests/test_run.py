@@ -1,0 +1,152 @@
+"""End to end through the entry points (`lab-run`, `python -m lab.run`), as a user runs it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import FAST, REPO
+
+from lab.data.datasets import DEBIAN_FASHION_MNIST
+
+pytestmark = pytest.mark.e2e
+
+
+def lab_run(*args: str, cwd: Path, module: bool = False, env: dict | None = None):
+    command = [sys.executable, "-m", "lab.run"] if module else ["lab-run"]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def test_digits_run_writes_the_run_directory_contract(tmp_path):
+    run_dir = tmp_path / "run"
+    done = lab_run(*FAST, "scenario=task", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["schema_version"] == 1 and results["status"] == "complete"
+    assert results["benchmark"] == "split_digits" and results["scenario"] == "task"
+    assert results["strategy"] == "naive" and results["seed"] == 0
+    assert [t["classes"] for t in results["tasks"]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert len(results["acc_matrix"]) == 5 and all(len(r) == 5 for r in results["acc_matrix"])
+    assert len(results["init_acc"]) == 5
+    assert set(results["metrics"]) == {
+        "acc",
+        "bwt",
+        "fwt",
+        "forgetting",
+        "learning_acc",
+        "avg_inc_acc",
+    }
+    final = results["acc_matrix"][-1]
+    assert results["metrics"]["acc"] == pytest.approx(sum(final) / 5)
+    assert results["config"]["train"]["epochs"] == 10
+    assert set(results["timing"]) == {"total_s", "train_s", "eval_s"}
+    assert set(results["versions"]) == {"lab", "torch", "python"}
+    with open(run_dir / "acc_matrix.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["after_task", "task_0", "task_1", "task_2", "task_3", "task_4"]
+    assert [float(v) for v in rows[-1][1:]] == pytest.approx(final, abs=1e-6)
+    assert (run_dir / "acc_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "accuracy matrix (%)" in done.stdout + done.stderr
+
+
+def test_bad_value_is_one_line_and_exit_2(tmp_path):
+    run_dir = tmp_path / "run"
+    done = lab_run(*FAST, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path, module=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lab-run: error: optimizer.lr=-1 is invalid; valid: a number in (0, inf)"
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "failed" and "optimizer.lr=-1" in results["error"]
+
+
+def test_multirun_sweeps_seeds_without_progress_bars(tmp_path):
+    done = lab_run("-m", *FAST, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    seeds = [
+        json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())["seed"]
+        for i in (0, 1)
+    ]
+    assert seeds == [0, 1]
+    assert "task 0:" not in done.stderr  # no tqdm bar in multirun
+
+
+def test_installed_wheel_finds_its_configs(tmp_path):
+    """`pip install .` (non-editable) ships conf/ inside the package as lab/conf."""
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "lab/conf/config.yaml" in names and "lab/conf/benchmark/split_fmnist.yaml" in names
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--target",
+            str(tmp_path / "site"),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    done = lab_run(
+        *FAST,
+        "train.epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        module=True,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "complete"
+
+
+def test_default_run_on_real_fashion_mnist(tmp_path):
+    """The README's main job: naive fine-tuning on Split Fashion-MNIST, class-IL."""
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install dataset-fashion-mnist (.ci/run does)")
+        pytest.skip("Fashion-MNIST not installed: apt-get install dataset-fashion-mnist")
+    run_dir = tmp_path / "run"
+    done = lab_run(f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "complete" and results["benchmark"] == "split_fmnist"
+    final = results["acc_matrix"][-1]
+    assert max(final[:4]) < 0.05  # the earlier tasks are forgotten ...
+    assert final[4] > 0.95  # ... the last one is learned
+    assert min(results["acc_matrix"][i][i] for i in range(5)) > 0.9
+    assert results["metrics"]["forgetting"] > 0.9

@@ -1,0 +1,104 @@
+"""Split, permuted and rotated streams on real digits, in the three scenarios."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lab.data import build_stream, load_dataset
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "unused")
+
+
+def test_split_partitions_classes_and_samples(digits):
+    stream = build_stream(digits, "split", "class", num_tasks=5, seed=0, standardize=False)
+    assert [t.classes for t in stream.tasks] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    assert sum(len(t.train_y) for t in stream.tasks) == len(digits.train_y)
+    assert sum(len(t.test_y) for t in stream.tasks) == len(digits.test_y)
+    for task in stream.tasks:  # class-IL targets are the dataset labels
+        assert set(task.train_y.tolist()) == set(task.classes)
+        assert torch.equal(task.train_x, digits.train_x[torch.isin(digits.train_y, task.train_y)])
+
+
+@pytest.mark.parametrize(
+    "scenario, head_sizes, targets",
+    [("task", [2] * 5, {0, 1}), ("domain", [2], {0, 1}), ("class", [10], None)],
+)
+def test_scenario_targets_and_heads(digits, scenario, head_sizes, targets):
+    stream = build_stream(digits, "split", scenario, num_tasks=5, seed=0)
+    assert stream.head_sizes == head_sizes
+    for task in stream.tasks:
+        assert set(task.test_y.tolist()) == (targets or set(task.classes))
+
+
+def test_class_order_explicit_and_shuffled(digits):
+    order = [3, 1, 4, 0, 5, 9, 2, 6, 8, 7]
+    stream = build_stream(digits, "split", "task", 5, seed=0, order=order)
+    assert [t.classes for t in stream.tasks] == [[3, 1], [4, 0], [5, 9], [2, 6], [8, 7]]
+    # task-IL target = index in the task: class 3 -> 0, class 1 -> 1
+    task = stream.tasks[0]
+    labels = digits.train_y[torch.isin(digits.train_y, torch.tensor([3, 1]))]
+    assert torch.equal(task.train_y, (labels == 1).long())
+
+    def shuffled(seed):
+        s = build_stream(digits, "split", "class", 5, seed=seed, shuffle_classes=True)
+        return [t.classes for t in s.tasks]
+
+    assert shuffled(1) == shuffled(1)
+    assert shuffled(1) != shuffled(2)
+    assert sorted(c for t in shuffled(1) for c in t) == list(range(10))
+
+
+def test_uneven_split(digits):
+    stream = build_stream(digits, "split", "task", num_tasks=3, seed=0)
+    assert [len(t.classes) for t in stream.tasks] == [4, 3, 3]
+    assert stream.head_sizes == [4, 3, 3]
+
+
+def test_permuted_stream(digits):
+    stream = build_stream(digits, "permuted", "class", 3, seed=7, standardize=False)
+    t0, t1, _ = stream.tasks
+    assert torch.equal(t0.train_x, digits.train_x)  # identity first
+    # a permutation moves pixels, it does not change them
+    assert torch.equal(
+        t1.train_x.flatten(1).sort(1).values, digits.train_x.flatten(1).sort(1).values
+    )
+    assert not torch.equal(t1.train_x, digits.train_x)
+    assert stream.head_sizes == [30]
+    assert t1.global_classes == list(range(10, 20))
+    assert torch.equal(t1.train_y, digits.train_y + 10)
+    again = build_stream(digits, "permuted", "class", 3, seed=7, standardize=False)
+    assert torch.equal(again.tasks[2].test_x, stream.tasks[2].test_x)
+    other = build_stream(digits, "permuted", "class", 3, seed=8, standardize=False)
+    assert not torch.equal(other.tasks[2].test_x, stream.tasks[2].test_x)
+
+
+def test_permuted_domain_il_keeps_labels(digits):
+    stream = build_stream(digits, "permuted", "domain", 3, seed=0)
+    assert stream.head_sizes == [10]
+    assert all(torch.equal(t.train_y, digits.train_y) for t in stream.tasks)
+
+
+def test_rotated_stream(digits):
+    stream = build_stream(digits, "rotated", "domain", 2, seed=0, angles=[0, 90], standardize=False)
+    assert [t.description for t in stream.tasks] == ["rotated 0°", "rotated 90°"]
+    assert torch.equal(stream.tasks[0].test_x, digits.test_x)
+    # torchvision rotates counter-clockwise, as rot90 does from axis H towards axis W
+    expected = torch.rot90(digits.test_x, 1, dims=(2, 3))
+    torch.testing.assert_close(stream.tasks[1].test_x, expected, atol=1e-5, rtol=0)
+    default = build_stream(digits, "rotated", "task", 4, seed=0)
+    assert [t.description for t in default.tasks] == [
+        "rotated 0°",
+        "rotated 45°",
+        "rotated 90°",
+        "rotated 135°",
+    ]
+
+
+def test_standardize_uses_training_statistics(digits):
+    stream = build_stream(digits, "split", "class", 1, seed=0, standardize=True)
+    x = stream.tasks[0].train_x
+    assert abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-4)
