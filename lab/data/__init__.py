@@ -1,0 +1,14 @@
+"""Datasets (tensors in memory) and the task streams built from them."""
+
+from lab.data.datasets import Dataset, load_dataset
+from lab.data.streams import SCENARIOS, STREAMS, Stream, Task, build_stream
+
+__all__ = [
+    "SCENARIOS",
+    "STREAMS",
+    "Dataset",
+    "Stream",
+    "Task",
+    "build_stream",
+    "load_dataset",
+]

@@ -1,0 +1,208 @@
+"""Real image datasets as in-memory tensors.
+
+Every loader returns a `Dataset`: float32 images in [0, 1] shaped (N, C, H, W) and
+int64 labels, train and test. The files are read directly (IDX for the MNIST
+family, pickled batches for CIFAR-10), so the same code reads what torchvision
+downloads, what Debian ships and what the tests write.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lab.errors import DataNotFoundError
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    train_y: torch.Tensor  # (N,) int64
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.train_y.max(), self.test_y.max())) + 1
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped): the format of MNIST and its relatives."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx_file(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def _idx_dir(candidates: list[Path]) -> Path | None:
+    for directory in candidates:
+        if all(_find_idx_file(directory, stem) for stem in IDX_FILES.values()):
+            return directory
+    return None
+
+
+def _images(array: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
+    x = torch.from_numpy(array.copy())
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x.contiguous().float().div_(255.0)
+
+
+def load_idx_dataset(name: str, directory: Path) -> Dataset:
+    arrays = {key: read_idx(_find_idx_file(directory, stem)) for key, stem in IDX_FILES.items()}
+    return Dataset(
+        name=name,
+        train_x=_images(arrays["train_images"]),
+        train_y=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+        test_x=_images(arrays["test_images"]),
+        test_y=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    )
+
+
+def _torchvision_download(dataset_class: str, root: Path) -> str | None:
+    """Download with torchvision into root; returns why it failed, or None."""
+    import torchvision
+
+    try:
+        getattr(torchvision.datasets, dataset_class)(root=str(root), train=True, download=True)
+        getattr(torchvision.datasets, dataset_class)(root=str(root), train=False, download=True)
+    except Exception as error:  # noqa: BLE001 - any download failure means "not available"
+        return f"{type(error).__name__}: {error}".splitlines()[0]
+    return None
+
+
+def _mnist_family(name: str, torchvision_class: str, root: Path, extra: list[Path]) -> Dataset:
+    """Look in root, then in `extra` (system copies), then download with torchvision."""
+    local = [root / torchvision_class / "raw", root / name, root]
+    found = _idx_dir(local + extra)
+    if found is None:
+        failure = _torchvision_download(torchvision_class, root)
+        found = _idx_dir(local)
+        if found is None:
+            places = ", ".join(str(p) for p in local + extra)
+            hint = (
+                "; or install the Debian package: apt-get install dataset-fashion-mnist"
+                if extra
+                else ""
+            )
+            raise DataNotFoundError(
+                f"{name}: the IDX files ({', '.join(IDX_FILES.values())}, .gz or not) are in "
+                f"none of {places}; the torchvision download failed ({failure}). Get them by "
+                f"putting the files in data.root={root}{hint}; or run once with internet so "
+                f"torchvision downloads them into data.root"
+            )
+    return load_idx_dataset(name, found)
+
+
+def load_fashion_mnist(root: Path) -> Dataset:
+    return _mnist_family("fashion_mnist", "FashionMNIST", root, [DEBIAN_FASHION_MNIST])
+
+
+def load_mnist(root: Path) -> Dataset:
+    return _mnist_family("mnist", "MNIST", root, [])
+
+
+def load_kmnist(root: Path) -> Dataset:
+    return _mnist_family("kmnist", "KMNIST", root, [])
+
+
+def _read_cifar_batches(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = [], []
+    for file in files:
+        with open(file, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_cifar10(root: Path) -> Dataset:
+    """CIFAR-10 from the pickled batches of cifar-10-batches-py (as torchvision downloads it)."""
+    directory = root / "cifar-10-batches-py"
+    train_files = [directory / f"data_batch_{i}" for i in range(1, 6)]
+    test_files = [directory / "test_batch"]
+    if not all(f.is_file() for f in train_files + test_files):
+        failure = _torchvision_download("CIFAR10", root)
+        if not all(f.is_file() for f in train_files + test_files):
+            raise DataNotFoundError(
+                f"cifar10: the batches are not in {directory} and the torchvision download "
+                f"failed ({failure}). Put cifar-10-batches-py in data.root={root}, or run "
+                f"once with internet so torchvision downloads it there"
+            )
+    train_x, train_y = _read_cifar_batches(train_files)
+    test_x, test_y = _read_cifar_batches(test_files)
+    return Dataset(
+        name="cifar10",
+        train_x=torch.from_numpy(train_x).float().div_(255.0),
+        train_y=torch.from_numpy(train_y),
+        test_x=torch.from_numpy(test_x).float().div_(255.0),
+        test_y=torch.from_numpy(test_y),
+    )
+
+
+def load_digits(root: Path | None = None, test_fraction: float = 0.25) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, no download).
+
+    It has no official test split: a stratified split with a fixed seed is used, so that
+    every run seed sees the same test set.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=test_fraction, stratify=digits.target, random_state=0
+    )
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    return Dataset("digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx])
+
+
+# Known without loading, so that a config can be checked before any data is read.
+NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "kmnist": 10, "cifar10": 10, "digits": 10}
+
+LOADERS: dict[str, Callable[[Path], Dataset]] = {
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "kmnist": load_kmnist,
+    "cifar10": load_cifar10,
+    "digits": load_digits,
+}
+
+
+def load_dataset(name: str, root: str | Path) -> Dataset:
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(LOADERS)}")
+    return LOADERS[name](Path(root).expanduser())

@@ -1,0 +1,176 @@
+"""Task streams and the scenario's view of them (van de Ven & Tolias 2019).
+
+A stream turns one dataset into a sequence of tasks:
+  split     the classes are partitioned into tasks (in a fixed or seeded order);
+  permuted  every task holds all classes under its own fixed pixel permutation;
+  rotated   every task holds all classes rotated by its own fixed angle.
+
+The scenario decides the targets and the head layout:
+  task    one head per task, targets are the index of the class within its task;
+  domain  one shared head with as many outputs as classes per task, same targets;
+  class   one head over every class of the stream, targets are global class ids
+          (in a permuted/rotated stream, task t's class c is the id t*K + c).
+All targets are computed once, here, not per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lab.data.datasets import Dataset
+
+SCENARIOS = ("task", "domain", "class")
+STREAMS = ("split", "permuted", "rotated")
+
+
+@dataclass
+class Task:
+    id: int
+    classes: list[int]  # dataset labels in this task
+    global_classes: list[int]  # class-IL output ids of those labels
+    outputs: list[int]  # the head outputs this task's targets use, in its scenario
+    train_x: torch.Tensor
+    train_y: torch.Tensor  # targets for the scenario
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    description: str  # e.g. "classes 0,1" or "rotated 36°"
+
+    def to(self, device: torch.device | str) -> Task:
+        return Task(
+            self.id,
+            self.classes,
+            self.global_classes,
+            self.outputs,
+            self.train_x.to(device),
+            self.train_y.to(device),
+            self.test_x.to(device),
+            self.test_y.to(device),
+            self.description,
+        )
+
+
+@dataclass
+class Stream:
+    tasks: list[Task]
+    head_sizes: list[int]  # one entry per output head (task-IL: one per task)
+    scenario: str
+
+
+def split_classes(classes: list[int], num_tasks: int) -> list[list[int]]:
+    """Consecutive groups of the class order; sizes differ by at most one."""
+    return [list(map(int, part)) for part in np.array_split(np.asarray(classes), num_tasks)]
+
+
+def class_order(num_classes: int, order: list[int] | None, shuffle: bool, seed: int) -> list[int]:
+    if order is not None:
+        return [int(c) for c in order]
+    if shuffle:
+        return [int(c) for c in np.random.default_rng(seed).permutation(num_classes)]
+    return list(range(num_classes))
+
+
+def _rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
+    if angle % 360 == 0:
+        return images.clone()
+    from torchvision.transforms.functional import InterpolationMode, rotate
+
+    return rotate(images, angle, interpolation=InterpolationMode.BILINEAR)
+
+
+def _targets(labels: torch.Tensor, classes: list[int], global_classes: list[int], scenario: str):
+    lookup = torch.full((int(labels.max()) + 1,), -1, dtype=torch.int64)
+    targets = global_classes if scenario == "class" else range(len(classes))
+    lookup[torch.tensor(classes)] = torch.tensor(list(targets))
+    return lookup[labels]
+
+
+def build_stream(
+    dataset: Dataset,
+    stream: str,
+    scenario: str,
+    num_tasks: int,
+    seed: int,
+    order: list[int] | None = None,
+    shuffle_classes: bool = False,
+    identity_first: bool = True,
+    angles: list[float] | None = None,
+    standardize: bool = True,
+) -> Stream:
+    """Cut `dataset` into the tasks of `stream`, targets and heads laid out for `scenario`.
+
+    The result depends only on the arguments: the same seed gives the same class order,
+    permutations and tasks. `standardize` subtracts the training set's per-channel mean
+    and divides by its std, once, after the permutation or rotation (so that a rotation
+    pads with background, not with the mean).
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    K = dataset.num_classes
+    if stream == "split":
+        groups = split_classes(class_order(K, order, shuffle_classes, seed), num_tasks)
+        views = [(g, g, lambda x: x, "classes " + ",".join(map(str, g))) for g in groups]
+    elif stream == "permuted":
+        rng = np.random.default_rng(seed)
+        n_pixels = int(np.prod(dataset.image_shape))
+        perms = [rng.permutation(n_pixels) for _ in range(num_tasks)]
+        if identity_first:
+            perms[0] = np.arange(n_pixels)
+        views = [
+            (
+                list(range(K)),
+                [t * K + c for c in range(K)],
+                lambda x, p=torch.from_numpy(p): x.flatten(1)[:, p].reshape(x.shape),
+                "identity" if identity_first and t == 0 else f"permutation {t}",
+            )
+            for t, p in enumerate(perms)
+        ]
+    elif stream == "rotated":
+        angles = angles if angles is not None else [180.0 * t / num_tasks for t in range(num_tasks)]
+        views = [
+            (
+                list(range(K)),
+                [t * K + c for c in range(K)],
+                lambda x, a=float(a): _rotate(x, a),
+                f"rotated {float(a):g}°",
+            )
+            for t, a in enumerate(angles)
+        ]
+    else:
+        raise ValueError(f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
+
+    if standardize:
+        mean = dataset.train_x.mean(dim=(0, 2, 3), keepdim=True)
+        std = dataset.train_x.std(dim=(0, 2, 3), keepdim=True)
+    tasks = []
+    for t, (classes, global_classes, transform, description) in enumerate(views):
+        train_mask = torch.isin(dataset.train_y, torch.tensor(classes))
+        test_mask = torch.isin(dataset.test_y, torch.tensor(classes))
+        train_y, test_y = dataset.train_y[train_mask], dataset.test_y[test_mask]
+        train_x = transform(dataset.train_x[train_mask])
+        test_x = transform(dataset.test_x[test_mask])
+        if standardize:
+            train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        tasks.append(
+            Task(
+                id=t,
+                classes=classes,
+                global_classes=global_classes,
+                outputs=global_classes if scenario == "class" else list(range(len(classes))),
+                train_x=train_x,
+                train_y=_targets(train_y, classes, global_classes, scenario),
+                test_x=test_x,
+                test_y=_targets(test_y, classes, global_classes, scenario),
+                description=description,
+            )
+        )
+
+    if scenario == "task":
+        head_sizes = [len(t.classes) for t in tasks]
+    elif scenario == "domain":
+        head_sizes = [max(len(t.classes) for t in tasks)]
+    else:
+        head_sizes = [max(c for t in tasks for c in t.global_classes) + 1]
+    return Stream(tasks, head_sizes, scenario)
