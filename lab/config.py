@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from lab.data.datasets import LOADERS, NUM_CLASSES
 from lab.data.streams import SCENARIOS, STREAMS
-from lab.engine import OPTIMIZERS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
+from lab.optim import OPTIMIZERS
 from lab.strategies import STRATEGIES, check_hyperparameters
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -81,6 +81,11 @@ def boolean(key: str, value: Any) -> None:
         _fail(key, value, "true, false")
 
 
+def optional_boolean(key: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        _fail(key, value, "true, false, null")
+
+
 def int_list(key: str, value: Any) -> None:
     if not isinstance(value, list) or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
@@ -119,6 +124,7 @@ OPTIMIZER = {
     "lr": number(0.0, low_open=True),
     "momentum": number(0.0, 1.0),
     "weight_decay": number(0.0),
+    "decoupled_weight_decay": optional_boolean,
 }
 TRAIN = {
     "epochs": integer(minimum=1),

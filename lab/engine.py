@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +18,8 @@ from tqdm.auto import tqdm
 
 from lab.data import Stream, Task
 from lab.models import Classifier
+from lab.optim import OptimizerSettings, make_optimizer
 from lab.strategies import Strategy
-
-OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
 @dataclass
@@ -30,28 +29,6 @@ class TrainSettings:
     batch_size: int = 128
     eval_batch_size: int = 4096
     seen_classes_only: bool = False  # class-IL: softmax over the classes seen so far
-
-
-@dataclass
-class OptimizerSettings:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-
-
-def make_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizerSettings):
-    """A fresh optimizer. The engine makes one per task, as Avalanche and FACIL do, so that
-    momentum and Adam's moments from one task do not push the next one."""
-    params = [p for p in params if p.requires_grad]
-    s = settings
-    if s.name == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    if s.name == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    if s.name == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    raise ValueError(f"unknown optimizer {s.name!r}; valid: {', '.join(OPTIMIZERS)}")
 
 
 @torch.inference_mode()
@@ -74,7 +51,7 @@ def _class_mask(model: Classifier, seen: list[Task]) -> torch.Tensor:
     """-inf on the class-IL outputs of classes not seen yet, 0 elsewhere."""
     width = model.heads[0].out_features
     mask = torch.full((width,), float("-inf"), device=model.heads[0].weight.device)
-    mask[[c for t in seen for c in t.global_classes]] = 0.0
+    mask[[c for t in seen for c in t.outputs]] = 0.0
     return mask
 
 
@@ -154,7 +131,7 @@ def train_stream(
             strategy,
             stream.tasks[i],
             seen,
-            make_optimizer(model.parameters(), optimizer),
+            make_optimizer(model.parameters(), strategy.optimizer_settings(optimizer)),
             settings,
             generator,
             stream.scenario,

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from lab.data import Stream, build_stream, load_dataset
-from lab.engine import OptimizerSettings, TaskResult, TrainSettings, evaluate, train_stream
+from lab.engine import TaskResult, TrainSettings, evaluate, train_stream
 from lab.errors import ConfigError
 from lab.models import build_model
+from lab.optim import OptimizerSettings
 from lab.strategies import build_strategy
 from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
 

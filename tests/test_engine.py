@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from lab.engine import OptimizerSettings, TrainSettings, make_optimizer, train_task
+from lab.engine import TrainSettings, train_task
 from lab.experiment import make_stream, run_experiment
 from lab.models import build_model
+from lab.optim import OptimizerSettings, make_optimizer
 from lab.strategies import build_strategy
 
 

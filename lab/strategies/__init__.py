@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import inspect
+import keyword
 
 from lab.errors import ConfigError
 from lab.strategies.base import Batch, Strategy
+from lab.strategies.ewc import EWC, OnlineEWC
 from lab.strategies.joint import Joint
+from lab.strategies.l2 import L2
+from lab.strategies.lwf import LwF
 from lab.strategies.naive import Naive
+from lab.strategies.weight_decay import WeightDecay
 
-STRATEGIES: dict[str, type[Strategy]] = {"naive": Naive, "joint": Joint}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay)
+}
+
+
+def _argument(key: str) -> str:
+    """A config key as a constructor argument: `lambda` is a Python keyword, so the
+    constructors take `lambda_` (PEP 8's trailing underscore), configs say `lambda`."""
+    return key + "_" if keyword.iskeyword(key) else key
 
 
 def check_hyperparameters(name: str, params: dict) -> None:
     """ConfigError unless `name` is a strategy taking every key of `params`."""
     if name not in STRATEGIES:
         raise ConfigError(f"strategy={name!r} is not a strategy; valid: {', '.join(STRATEGIES)}")
-    valid = [p for p in inspect.signature(STRATEGIES[name]).parameters if p != "self"]
+    valid = [p.rstrip("_") for p in inspect.signature(STRATEGIES[name]).parameters]
     for key in params:
         if key not in valid:
             raise ConfigError(
@@ -28,7 +41,7 @@ def check_hyperparameters(name: str, params: dict) -> None:
 def build_strategy(name: str, **params) -> Strategy:
     """Instantiate strategy `name` with its hyperparameters."""
     check_hyperparameters(name, params)
-    return STRATEGIES[name](**params)
+    return STRATEGIES[name](**{_argument(k): v for k, v in params.items()})
 
 
 __all__ = ["STRATEGIES", "Batch", "Strategy", "build_strategy", "check_hyperparameters"]

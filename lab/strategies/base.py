@@ -11,20 +11,27 @@ The engine trains one task at a time:
         loss.backward(); optimizer.step()
     strategy.after_task(model, task, seen)
 
-`seen` is the list of tasks up to and including the current one. The defaults do
-plain sequential fine-tuning; a method overrides only the hooks it needs.
+`seen` is the list of tasks up to and including the current one. The engine also asks
+`strategy.optimizer_settings(settings)` for the settings of each task's optimizer. The
+defaults do plain sequential fine-tuning; a method overrides only the hooks it needs.
+A strategy draws its random numbers (e.g. labels for a sampled Fisher) from its own
+`generator`, never from the global RNG, so a strategy at strength 0 trains exactly as
+naive does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from lab.data import Task
 from lab.models import Classifier
+
+if TYPE_CHECKING:
+    from lab.optim import OptimizerSettings
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,15 @@ class Strategy:
     """Plain sequential fine-tuning; subclasses override the hooks they need."""
 
     name = "naive"
+    generator: torch.Generator = torch.Generator().manual_seed(0)
+
+    def set_seed(self, seed: int) -> None:
+        """Seed the strategy's own random draws (apart from the training order's)."""
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def optimizer_settings(self, settings: OptimizerSettings) -> OptimizerSettings:
+        """The settings of the optimizer made for each task: by default the configured ones."""
+        return settings
 
     def before_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         """Called before training on `task`."""
@@ -71,7 +87,22 @@ class Strategy:
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume the strategy after a task."""
-        return {}
+        return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+        self.generator.set_state(state["generator"])
+
+
+def penalised_parameters(model: Classifier) -> dict[str, torch.nn.Parameter]:
+    """The trainable parameters shared by all tasks, which a regulariser should anchor.
+
+    In task-IL (one head per task) these are the backbone's: a task trains only its own
+    head and the old heads get no gradient, so anchoring them changes nothing. In domain-
+    and class-IL the single head is shared and is included.
+    """
+    return {
+        name: p
+        for name, p in model.named_parameters()
+        if p.requires_grad and (not model.multi_head or name.startswith("backbone."))
+    }
