@@ -82,11 +82,12 @@ def train_task(
             position = 0
         batch = data.select(order[position : position + settings.batch_size])
         position += settings.batch_size
-        logits = model(batch.x, batch.task_ids if model.multi_head else None)
+        features = model.backbone(batch.x)
+        logits = model.classify(features, batch.task_ids if model.multi_head else None)
         if mask is not None:
             logits = logits + mask
         ce = F.cross_entropy(logits, batch.y)
-        loss = strategy.loss(model, batch, logits, ce)
+        loss = strategy.loss(model, batch, features, logits, ce)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -107,6 +107,7 @@ def run_experiment(
     ).to(device)
     strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
     strategy = build_strategy(config["strategy"]["name"], **strategy_params)
+    strategy.set_seed(config["seed"])
 
     results = RunResults(
         run_dir,

@@ -115,14 +115,14 @@ def build_stream(
     elif stream == "permuted":
         rng = np.random.default_rng(seed)
         n_pixels = int(np.prod(dataset.image_shape))
-        perms = [rng.permutation(n_pixels) for _ in range(num_tasks)]
+        perms = [torch.from_numpy(rng.permutation(n_pixels)) for _ in range(num_tasks)]
         if identity_first:
-            perms[0] = np.arange(n_pixels)
+            perms[0] = torch.arange(n_pixels)
         views = [
             (
                 list(range(K)),
                 [t * K + c for c in range(K)],
-                lambda x, p=torch.from_numpy(p): x.flatten(1)[:, p].reshape(x.shape),
+                lambda x, p=p: x.flatten(1)[:, p].reshape(x.shape),
                 "identity" if identity_first and t == 0 else f"permutation {t}",
             )
             for t, p in enumerate(perms)

@@ -26,7 +26,10 @@ class Classifier(nn.Module):
         return len(self.heads) > 1
 
     def forward(self, x: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
-        features = self.backbone(x)
+        return self.classify(self.backbone(x), task_ids)
+
+    def classify(self, features: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
+        """The logits of the heads for `task_ids` on the backbone's `features`."""
         if not self.multi_head:
             return self.heads[0](features)
         if task_ids is None:
@@ -34,7 +37,7 @@ class Classifier(nn.Module):
         if isinstance(task_ids, int):
             return self.heads[task_ids](features)
         width = max(head.out_features for head in self.heads)
-        logits = features.new_full((len(x), width), float("-inf"))
+        logits = features.new_full((len(features), width), float("-inf"))
         for t in task_ids.unique().tolist():
             rows = task_ids == t
             logits[rows, : self.heads[t].out_features] = self.heads[t](features[rows])

@@ -44,4 +44,17 @@ def build_strategy(name: str, **params) -> Strategy:
     return STRATEGIES[name](**{_argument(k): v for k, v in params.items()})
 
 
-__all__ = ["STRATEGIES", "Batch", "Strategy", "build_strategy", "check_hyperparameters"]
+__all__ = [
+    "EWC",
+    "L2",
+    "Joint",
+    "LwF",
+    "Naive",
+    "OnlineEWC",
+    "WeightDecay",
+    "STRATEGIES",
+    "Batch",
+    "Strategy",
+    "build_strategy",
+    "check_hyperparameters",
+]

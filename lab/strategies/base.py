@@ -5,9 +5,10 @@ The engine trains one task at a time:
     strategy.before_task(model, task, seen)
     data = strategy.training_data(task, seen)
     for each batch of data:
-        logits = model(batch.x, batch.task_ids)
+        features = model.backbone(batch.x)
+        logits = model.classify(features, batch.task_ids)
         ce = cross_entropy(logits, batch.y)
-        loss = strategy.loss(model, batch, logits, ce)   # the term a method adds
+        loss = strategy.loss(model, batch, features, logits, ce)   # the term a method adds
         loss.backward(); optimizer.step()
     strategy.after_task(model, task, seen)
 
@@ -78,8 +79,14 @@ class Strategy:
         """The samples to train on for `task`: by default its own training set."""
         return Batch.of(task)
 
-    def loss(self, model: Classifier, batch: Batch, logits: Tensor, ce: Tensor) -> Tensor:
-        """The training loss of one step, given the cross-entropy `ce` on the batch."""
+    def loss(
+        self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
+    ) -> Tensor:
+        """The training loss of one step, given the cross-entropy `ce` on the batch.
+
+        `features` are the backbone's output for the batch and `logits` the heads' (the
+        same forward pass, so a method can read other heads without another, differently
+        dropped-out, forward)."""
         return ce
 
     def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, vmap
 
@@ -43,6 +44,7 @@ FISHER_ESTIMATORS = ("empirical", "sampled", "exact")
 MODES = ("separate", "online")
 
 
+@torch.no_grad()
 def fisher_diagonal(
     model: Classifier,
     x: Tensor,
@@ -53,7 +55,11 @@ def fisher_diagonal(
     generator: torch.Generator | None = None,
     batch_size: int = 256,
 ) -> dict[str, Tensor]:
-    """Diagonal Fisher of the parameters `names` over the samples (x, y), as a mean."""
+    """Diagonal Fisher of the parameters `names` over the samples (x, y), as a mean.
+
+    Runs under torch.no_grad: torch.func.grad still differentiates (it is a transform),
+    but no outer graph links the Fisher to parameters left out of `names` (task-IL heads).
+    """
     if estimator not in FISHER_ESTIMATORS:
         raise ValueError(f"unknown Fisher {estimator!r}; valid: {', '.join(FISHER_ESTIMATORS)}")
     params = {n: p.detach() for n, p in model.named_parameters() if n in names}
@@ -62,7 +68,7 @@ def fisher_diagonal(
 
     def log_likelihood(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
         logits = functional_call(model, (p, buffers), (xi.unsqueeze(0), head))
-        return torch.log_softmax(logits, dim=-1)[0, yi]
+        return -F.cross_entropy(logits, yi.unsqueeze(0))  # log p(yi | xi)
 
     per_sample_grads = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -82,8 +88,7 @@ def fisher_diagonal(
         if estimator == "empirical":
             accumulate(xb, yb)
             continue
-        with torch.no_grad():
-            probs = torch.softmax(model(xb, head), dim=-1)
+        probs = torch.softmax(model(xb, head), dim=-1)
         if estimator == "sampled":
             drawn = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1)
             accumulate(xb, drawn.to(x.device))
@@ -165,7 +170,9 @@ class EWC(Strategy):
             for n in fisher
         )
 
-    def loss(self, model: Classifier, batch: Batch, logits: Tensor, ce: Tensor) -> Tensor:
+    def loss(
+        self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
+    ) -> Tensor:
         if not self.anchors:
             return ce
         return ce + self.lambda_ / 2 * self.penalty(model)

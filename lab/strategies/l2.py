@@ -39,7 +39,9 @@ class L2(Strategy):
         params = penalised_parameters(model)
         return sum((params[n] - anchor).square().sum() for n, anchor in self.anchor.items())
 
-    def loss(self, model: Classifier, batch: Batch, logits: Tensor, ce: Tensor) -> Tensor:
+    def loss(
+        self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
+    ) -> Tensor:
         if self.anchor is None:
             return ce
         return ce + self.lambda_ / 2 * self.penalty(model)

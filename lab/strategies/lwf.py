@@ -70,33 +70,34 @@ class LwF(Strategy):
         if self.old_tasks:
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
-    def distillation(self, model: Classifier, batch: Batch, logits: Tensor) -> Tensor:
+    def distillation(self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor):
         """The KL term (with T^2) over the outputs the old model knew."""
         T = self.temperature
         with torch.no_grad():
-            features = self.teacher.backbone(batch.x)
+            old_features = self.teacher.backbone(batch.x)
         if model.multi_head:  # one KL per old head, averaged
-            new_features = model.backbone(batch.x)
             return torch.stack(
                 [
                     distillation_loss(
-                        model.heads[t.id](new_features), self.teacher.heads[t.id](features), T
+                        model.classify(features, t.id), self.teacher.classify(old_features, t.id), T
                     )
                     for t in self.old_tasks
                 ]
             ).mean()
         with torch.no_grad():
-            old_logits = self.teacher.heads[0](features)
+            old_logits = self.teacher.classify(old_features)
         known = sorted({o for t in self.old_tasks for o in t.outputs})
         if len(known) < logits.shape[1]:  # class-IL: only the earlier tasks' classes
             index = torch.tensor(known, device=logits.device)
             logits, old_logits = logits[:, index], old_logits[:, index]
         return distillation_loss(logits, old_logits, T)
 
-    def loss(self, model: Classifier, batch: Batch, logits: Tensor, ce: Tensor) -> Tensor:
+    def loss(
+        self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
+    ) -> Tensor:
         if self.teacher is None:
             return ce
-        kd = self.distillation(model, batch, logits)
+        kd = self.distillation(model, batch, features, logits)
         if self.weighting == "van_de_ven":
             return ce / self.tasks_so_far + (1 - 1 / self.tasks_so_far) * kd
         return ce + self.alpha * kd

@@ -1,0 +1,354 @@
+"""EWC, online EWC, LwF, L2 and weight decay against hand computations."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lab.data import build_stream, load_dataset
+from lab.engine import TrainSettings, evaluate, train_task
+from lab.errors import ConfigError
+from lab.experiment import run_experiment
+from lab.models import build_model
+from lab.optim import SGDW, OptimizerSettings, make_optimizer
+from lab.strategies import EWC, L2, LwF, build_strategy
+from lab.strategies.base import Batch, penalised_parameters
+from lab.strategies.ewc import fisher_diagonal
+from lab.strategies.weight_decay import WeightDecay
+
+
+@pytest.fixture(scope="module")
+def digits_stream():
+    return build_stream(load_dataset("digits", "unused"), "split", "class", 5, seed=0)
+
+
+def small_model(head_sizes=(10,), seed=0):
+    torch.manual_seed(seed)
+    return build_model("mlp", (1, 8, 8), list(head_sizes), hidden_sizes=[6])
+
+
+def test_ewc_penalty_value_and_gradient_for_a_hand_set_fisher():
+    model = small_model()
+    ewc = EWC(lambda_=4.0)
+    params = penalised_parameters(model)
+    anchor = {n: p.detach().clone() for n, p in params.items()}
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    fisher["heads.0.bias"][:3] = torch.tensor([1.0, 2.0, 0.5])
+    ewc.anchors = [(anchor, fisher)]
+    with torch.no_grad():
+        model.heads[0].bias[:3] += torch.tensor([0.1, -0.2, 0.3])  # the weight shift
+        model.backbone.layers[1].weight += 1.0  # zero Fisher: not penalised
+    expected = 1.0 * 0.1**2 + 2.0 * 0.2**2 + 0.5 * 0.3**2
+    assert ewc.penalty(model).item() == pytest.approx(expected)
+    ce = torch.tensor(0.7)
+    assert float(ewc.loss(model, None, None, None, ce)) == pytest.approx(0.7 + 4.0 / 2 * expected)
+    ewc.loss(model, None, None, None, ce).backward()
+    # d/dtheta lambda/2 F (theta - theta*)^2 = lambda F (theta - theta*)
+    expected_grad = 4.0 * torch.tensor([1.0 * 0.1, 2.0 * -0.2, 0.5 * 0.3])
+    torch.testing.assert_close(model.heads[0].bias.grad[:3], expected_grad)
+    assert torch.all(model.backbone.layers[1].weight.grad == 0)
+
+
+def test_separate_ewc_sums_one_penalty_per_task_online_keeps_one(digits_stream):
+    separate, online = EWC(mode="separate"), EWC(mode="online", gamma=0.5)
+    model = small_model()
+    tasks = digits_stream.tasks
+    for t in range(3):
+        for ewc in (separate, online):
+            ewc.after_task(model, tasks[t], tasks[: t + 1])
+        with torch.no_grad():  # the next task moves the weights
+            for p in model.parameters():
+                p.add_(0.01 * (t + 1))
+    assert len(separate.anchors) == 3 and len(online.anchors) == 1
+    # online: F = gamma^2 F0 + gamma F1 + F2, anchored at the latest weights
+    f = [fisher for _, fisher in separate.anchors]
+    anchor, running = online.anchors[0]
+    for n in running:
+        torch.testing.assert_close(running[n], 0.25 * f[0][n] + 0.5 * f[1][n] + f[2][n])
+        torch.testing.assert_close(anchor[n], separate.anchors[2][0][n])
+
+
+def naive_fisher(model, x, y, names, estimator, task_id=None):
+    """Reference: one backward pass per sample (and per label for the exact Fisher)."""
+    params = dict(model.named_parameters())
+    fisher = {n: torch.zeros_like(params[n]) for n in names}
+    model.eval()
+    for xi, yi in zip(x, y, strict=True):
+        log_probs = torch.log_softmax(model(xi[None], task_id), -1)[0]
+        labels = range(len(log_probs)) if estimator == "exact" else [int(yi)]
+        for c in labels:
+            weight = log_probs[c].exp().item() if estimator == "exact" else 1.0
+            grads = torch.autograd.grad(log_probs[c], [params[n] for n in names], retain_graph=True)
+            for n, g in zip(names, grads, strict=True):
+                fisher[n] += weight * g.square()
+    return {n: f / len(x) for n, f in fisher.items()}
+
+
+@pytest.mark.parametrize("estimator", ["empirical", "exact"])
+@pytest.mark.parametrize("heads", [(10,), (2, 2, 2)])
+def test_vectorised_fisher_equals_a_per_sample_loop(digits_stream, estimator, heads):
+    torch.set_default_dtype(torch.float64)  # compare to 1e-6 without float32 round-off
+    try:
+        model = small_model(heads)
+        task = digits_stream.tasks[1]
+        x, y = task.train_x[:40].double(), task.train_y[:40] % heads[0]
+        task_id = 1 if len(heads) > 1 else None
+        names = list(penalised_parameters(model))
+        fast = fisher_diagonal(model, x, y, 1, names, estimator, batch_size=16)
+        slow = naive_fisher(model, x, y, names, estimator, task_id)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert set(fast) == set(slow)
+    if len(heads) > 1:  # task-IL: the backbone only
+        assert all(n.startswith("backbone.") for n in fast)
+    for n in fast:
+        torch.testing.assert_close(fast[n], slow[n], atol=1e-6, rtol=0)
+        assert float(fast[n].abs().max()) > 1e-6
+
+
+def test_sampled_fisher_is_the_empirical_fisher_of_labels_drawn_from_the_model(digits_stream):
+    model = small_model().eval()
+    x = digits_stream.tasks[0].train_x[:30]
+    names = list(penalised_parameters(model))
+    with torch.no_grad():
+        probs = torch.softmax(model(x), -1)
+    drawn = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(3)).squeeze(1)
+    sampled = fisher_diagonal(
+        model, x, drawn * 0, 0, names, "sampled", torch.Generator().manual_seed(3), batch_size=64
+    )
+    empirical = fisher_diagonal(model, x, drawn, 0, names, "empirical")
+    for n in names:
+        torch.testing.assert_close(sampled[n], empirical[n])
+
+
+def test_fisher_of_a_parameter_that_does_not_affect_the_output_is_zero(digits_stream):
+    model = small_model()
+    with torch.no_grad():
+        model.heads[0].weight[:, 2] = 0.0  # hidden unit 2 no longer reaches the output
+    task = digits_stream.tasks[0]
+    names = list(penalised_parameters(model))
+    for estimator in ("empirical", "sampled", "exact"):
+        fisher = fisher_diagonal(
+            model, task.train_x, task.train_y, 0, names, estimator, torch.Generator()
+        )
+        first = model.backbone.layers[1]
+        assert first.weight.shape[0] == 6
+        assert torch.all(fisher["backbone.layers.1.weight"][2] == 0)
+        assert fisher["backbone.layers.1.bias"][2] == 0
+        assert fisher["backbone.layers.1.weight"][[0, 1, 3, 4, 5]].sum() > 0
+
+
+def test_fisher_on_a_subset_of_samples(digits_stream):
+    ewc = EWC(fisher_samples=25)
+    ewc.set_seed(0)
+    task = digits_stream.tasks[0]
+    ewc.after_task(small_model(), task, [task])
+    assert len(ewc.anchors) == 1
+
+
+def test_l2_penalty_value_and_gradient():
+    model = small_model()
+    l2 = L2(lambda_=3.0)
+    l2.after_task(model, None, [])
+    with torch.no_grad():
+        model.heads[0].bias[0] += 0.5
+        model.backbone.layers[1].weight[0, 0] -= 0.2
+    assert float(l2.penalty(model)) == pytest.approx(0.5**2 + 0.2**2)
+    l2.loss(model, None, None, None, torch.tensor(0.0)).backward()
+    assert float(model.heads[0].bias.grad[0]) == pytest.approx(3.0 * 0.5)
+    assert float(model.backbone.layers[1].weight.grad[0, 0]) == pytest.approx(3.0 * -0.2)
+
+
+def test_task_il_anchors_only_the_shared_backbone():
+    model = small_model((2, 2, 2))
+    assert all(n.startswith("backbone.") for n in penalised_parameters(model))
+    assert "heads.0.weight" in penalised_parameters(small_model((10,)))
+
+
+def kl_by_hand(new_logits, old_logits, T):
+    """sum_c p_old (log p_old - log p_new), per sample, then the batch mean, times T^2."""
+    total = 0.0
+    for new, old in zip(new_logits.tolist(), old_logits.tolist(), strict=True):
+        z_new = sum(math.exp(v / T) for v in new)
+        z_old = sum(math.exp(v / T) for v in old)
+        p_old = [math.exp(v / T) / z_old for v in old]
+        p_new = [math.exp(v / T) / z_new for v in new]
+        total += sum(
+            po * (math.log(po) - math.log(pn)) for po, pn in zip(p_old, p_new, strict=True)
+        )
+    return T**2 * total / len(new_logits)
+
+
+def test_lwf_loss_against_a_hand_computed_kl(digits_stream):
+    tasks = digits_stream.tasks
+    model = small_model()
+    lwf = LwF(alpha=0.7, temperature=2.0)
+    lwf.before_task(model, tasks[2], tasks[:3])  # the teacher knows classes 0..3
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = Batch.of(tasks[2]).select(torch.arange(8))
+    features = model.backbone(batch.x)
+    logits = model.classify(features)
+    with torch.no_grad():
+        old = lwf.teacher(batch.x)
+    expected_kd = kl_by_hand(logits[:, :4], old[:, :4], 2.0)  # old classes only (class-IL)
+    ce = F.cross_entropy(logits, batch.y)
+    loss = lwf.loss(model, batch, features, logits, ce)
+    assert float(loss) == pytest.approx(float(ce) + 0.7 * expected_kd, rel=1e-5)
+    # the new classes' outputs do not enter the distillation
+    shifted = logits.detach().clone()
+    shifted[:, 4:] += 5.0
+    assert float(lwf.distillation(model, batch, features, shifted)) == pytest.approx(
+        expected_kd, rel=1e-5
+    )
+
+    vdv = LwF(weighting="van_de_ven")
+    vdv.before_task(model, tasks[2], tasks[:3])
+    vdv.teacher = lwf.teacher
+    kd = float(vdv.distillation(model, batch, features, logits))
+    assert float(vdv.loss(model, batch, features, logits, ce)) == pytest.approx(
+        float(ce) / 3 + (1 - 1 / 3) * kd, rel=1e-6
+    )
+
+
+def test_lwf_task_il_averages_over_old_heads(digits_stream):
+    stream = build_stream(load_dataset("digits", "unused"), "split", "task", 5, seed=0)
+    model = small_model((2,) * 5)
+    lwf = LwF(temperature=1.0)
+    lwf.before_task(model, stream.tasks[2], stream.tasks[:3])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = Batch.of(stream.tasks[2]).select(torch.arange(5))
+    per_head = [
+        kl_by_hand(model(batch.x, t), lwf.teacher(batch.x, t).detach(), 1.0) for t in (0, 1)
+    ]
+    features = model.backbone(batch.x)
+    got = float(lwf.distillation(model, batch, features, model.classify(features, 2)))
+    assert got == pytest.approx(sum(per_head) / 2, rel=1e-5)
+
+
+def test_lwf_teacher_is_frozen_and_unchanged_by_training(fast_config, tmp_path):
+    import lab.strategies.lwf as lwf_module
+
+    teachers = []
+    original = lwf_module.LwF.before_task
+
+    def spy(self, model, task, seen):
+        original(self, model, task, seen)
+        if self.teacher is not None:
+            teachers.append(
+                (self.teacher, {k: v.clone() for k, v in self.teacher.state_dict().items()})
+            )
+
+    lwf_module.LwF.before_task = spy
+    try:
+        run_experiment(fast_config("strategy=lwf", "train.epochs=2"), tmp_path)
+    finally:
+        lwf_module.LwF.before_task = original
+    assert len(teachers) == 4
+    for teacher, before in teachers:
+        assert not teacher.training
+        assert not any(p.requires_grad for p in teacher.parameters())
+        for k, v in teacher.state_dict().items():
+            assert torch.equal(v, before[k])
+
+
+def test_weight_decay_sets_the_optimizer():
+    params = [torch.nn.Parameter(torch.ones(1))]
+    coupled = WeightDecay(strength=0.2).optimizer_settings(OptimizerSettings("sgd", lr=0.1))
+    opt = make_optimizer(params, coupled)
+    assert type(opt) is torch.optim.SGD and opt.defaults["weight_decay"] == 0.2
+    adamw = WeightDecay(0.2, decoupled=False).optimizer_settings(OptimizerSettings("adamw", 0.1))
+    assert type(make_optimizer(params, adamw)) is torch.optim.Adam  # AdamW, coupled = Adam + L2
+
+    decoupled = WeightDecay(strength=0.2, decoupled=True).optimizer_settings(
+        OptimizerSettings("sgd", lr=0.1)
+    )
+    opt = make_optimizer(params, decoupled)
+    assert isinstance(opt, SGDW)
+    params[0].grad = torch.tensor([0.5])
+    opt.step()
+    # theta <- theta (1 - lr * wd) - lr * g = 1 * 0.98 - 0.05
+    assert float(params[0]) == pytest.approx(0.93)
+
+
+def test_other_strategies_keep_the_optimizer_weight_decay(fast_config):
+    config = fast_config("strategy=ewc", "optimizer.weight_decay=0.01")
+    settings = OptimizerSettings(**config["optimizer"])
+    assert build_strategy("ewc").optimizer_settings(settings).weight_decay == 0.01
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"lambda": -1}, "strategy.lambda=-1 is invalid; valid: a number >= 0"),
+        ({"fisher": "diag"}, "valid: empirical, sampled, exact"),
+        ({"mode": "offline"}, "valid: separate, online"),
+        ({"gamma": 2}, "strategy.gamma=2 is invalid"),
+        ({"lamda": 1}, "strategy.lamda is not a hyperparameter of ewc; valid: lambda, fisher"),
+    ],
+)
+def test_bad_ewc_hyperparameters(params, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        build_strategy("ewc", **params)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["strategy=ewc", "strategy.lambda=0", "strategy.fisher=sampled"],
+        ["strategy=online_ewc", "strategy.lambda=0", "strategy.fisher=sampled"],
+        ["strategy=lwf", "strategy.alpha=0"],
+        ["strategy=l2", "strategy.lambda=0"],
+        ["strategy=weight_decay", "strategy.strength=0"],
+    ],
+)
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_strength_zero_reproduces_naive_exactly(fast_config, tmp_path, overrides, scenario):
+    # dropout draws from the global RNG: a strategy that touched it would change the matrix
+    common = ["train.epochs=3", "model.dropout=0.1", f"scenario={scenario}"]
+    naive = run_experiment(fast_config(*common), tmp_path / "naive")
+    method = run_experiment(fast_config(*common, *overrides), tmp_path / "method")
+    assert method["acc_matrix"] == naive["acc_matrix"]
+    assert method["strategy"] != "naive"
+
+
+def test_ewc_keeps_the_weights_that_matter_for_the_old_task():
+    """Domain-IL digits, two tasks: EWC keeps the Fisher-weighted drift from task 0's
+    weights small, and with it task 0's accuracy (naive: 0.75, EWC: 0.98 when written)."""
+    stream = build_stream(load_dataset("digits", "unused"), "split", "domain", 5, seed=0)
+    t0, t1 = stream.tasks[:2]
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), stream.head_sizes, hidden_sizes=[64])
+    settings, optimizer = (
+        TrainSettings(epochs=5, batch_size=32),
+        OptimizerSettings("sgd", 0.01, 0.9),
+    )
+
+    def train(m, strategy, task, seen):
+        train_task(
+            m,
+            strategy,
+            task,
+            seen,
+            make_optimizer(m.parameters(), optimizer),
+            settings,
+            torch.Generator().manual_seed(task.id),
+            "domain",
+        )
+        return m
+
+    train(model, build_strategy("naive"), t0, [t0])
+    ewc = build_strategy("ewc", **{"lambda": 1e4})
+    ewc.after_task(model, t0, [t0])
+    naive = train(copy.deepcopy(model), build_strategy("naive"), t1, [t0, t1])
+    protected = train(copy.deepcopy(model), ewc, t1, [t0, t1])
+    assert ewc.penalty(protected).item() < ewc.penalty(naive).item() / 10
+    assert evaluate(protected, [t0])[0] > evaluate(naive, [t0])[0] + 0.1
+    assert evaluate(protected, [t1])[0] > 0.9  # and the new task is still learned
