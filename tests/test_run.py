@@ -105,8 +105,11 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     )
     assert built.returncode == 0, built.stderr
     wheel = next((tmp_path / "dist").glob("*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    assert "lab/conf/config.yaml" in names and "lab/conf/benchmark/split_fmnist.yaml" in names
+    names = set(zipfile.ZipFile(wheel).namelist())
+    configs = {f"lab/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
+    assert configs <= names, (
+        f"not in the wheel (add the group to pyproject.toml): {configs - names}"
+    )
     subprocess.run(
         [
             sys.executable,

@@ -26,8 +26,10 @@ def digits_stream():
     return build_stream(load_dataset("digits", "unused"), "split", "class", 5, seed=0)
 
 
-def small_model(head_sizes=(10,), seed=0):
+def small_model(head_sizes=(10,), seed=0, name="mlp"):
     torch.manual_seed(seed)
+    if name == "cnn":
+        return build_model("cnn", (1, 8, 8), list(head_sizes), channels=[2, 3], hidden_size=5)
     return build_model("mlp", (1, 8, 8), list(head_sizes), hidden_sizes=[6])
 
 
@@ -90,10 +92,11 @@ def naive_fisher(model, x, y, names, estimator, task_id=None):
 
 @pytest.mark.parametrize("estimator", ["empirical", "exact"])
 @pytest.mark.parametrize("heads", [(10,), (2, 2, 2)])
-def test_vectorised_fisher_equals_a_per_sample_loop(digits_stream, estimator, heads):
+@pytest.mark.parametrize("name", ["mlp", "cnn"])  # closed form (linear) and vmap (conv)
+def test_vectorised_fisher_equals_a_per_sample_loop(digits_stream, estimator, heads, name):
     torch.set_default_dtype(torch.float64)  # compare to 1e-6 without float32 round-off
     try:
-        model = small_model(heads)
+        model = small_model(heads, name=name)
         task = digits_stream.tasks[1]
         x, y = task.train_x[:40].double(), task.train_y[:40] % heads[0]
         task_id = 1 if len(heads) > 1 else None
@@ -110,8 +113,9 @@ def test_vectorised_fisher_equals_a_per_sample_loop(digits_stream, estimator, he
         assert float(fast[n].abs().max()) > 1e-6
 
 
-def test_sampled_fisher_is_the_empirical_fisher_of_labels_drawn_from_the_model(digits_stream):
-    model = small_model().eval()
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_sampled_fisher_is_the_empirical_fisher_of_labels_drawn_from_the_model(digits_stream, name):
+    model = small_model(name=name).eval()
     x = digits_stream.tasks[0].train_x[:30]
     names = list(penalised_parameters(model))
     with torch.no_grad():

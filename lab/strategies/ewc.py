@@ -18,7 +18,8 @@ task's training inputs, where q is
     sampled    one label drawn from the model's predictive distribution p_theta(.|x);
     exact      the expectation over every label:
                sum_y p_theta(y|x) (d log p_theta(y|x) / d theta_i)^2.
-Per-sample gradients are computed with torch.func (vmap over grad), chunk by chunk, in
+The sums of squared per-sample gradients are exact and vectorised: a closed form for
+linear layers, torch.func (vmap over grad) for any other parameter; chunk by chunk, in
 eval mode (no dropout): the Fisher of the model as it is at the end of the task.
 
 Heads: in task-IL only the shared backbone is penalised and the Fisher is taken under the
@@ -44,6 +45,71 @@ FISHER_ESTIMATORS = ("empirical", "sampled", "exact")
 MODES = ("separate", "online")
 
 
+def _label_sets(probs: Tensor, y: Tensor, estimator: str, generator: torch.Generator | None):
+    """(labels, weight per sample) pairs whose weighted squared gradients sum to the Fisher."""
+    if estimator == "empirical":
+        return [(y, None)]
+    if estimator == "sampled":
+        drawn = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1)
+        return [(drawn.to(y.device), None)]
+    return [(torch.full_like(y, c), probs[:, c]) for c in range(probs.shape[1])]
+
+
+def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fisher) -> None:
+    """Sum over the chunk of squared per-sample gradients of every nn.Linear in `linears`.
+
+    For a linear layer z = W a + b the per-sample gradient is delta_n a_n^T, so
+    sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2) elementwise: one ordinary backward pass
+    gives every delta_n (samples do not interact), and no per-sample matrix is built.
+    """
+    inputs, outputs = {}, {}
+
+    def keep(name):
+        def hook(module, args, output):
+            inputs[name], outputs[name] = args[0].detach(), output
+
+        return hook
+
+    handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
+    try:
+        with torch.enable_grad():
+            log_probs = torch.log_softmax(model(x, head), dim=-1)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for labels, weights in _label_sets(log_probs.detach().exp(), y, estimator, generator):
+        with torch.enable_grad():
+            log_likelihood = log_probs.gather(1, labels[:, None]).sum()
+            deltas = torch.autograd.grad(
+                log_likelihood, [outputs[n] for n in linears], retain_graph=True
+            )
+        for name, delta in zip(linears, deltas, strict=True):
+            squared = delta.square() if weights is None else delta.square() * weights[:, None]
+            if f"{name}.weight" in fisher:
+                fisher[f"{name}.weight"] += squared.T @ inputs[name].square()
+            if f"{name}.bias" in fisher:
+                fisher[f"{name}.bias"] += squared.sum(0)
+
+
+def _vmap_squared_grads(model, x, head, names, estimator, generator, y, fisher) -> None:
+    """The same sum for any other parameters, from per-sample gradients (vmap over grad)."""
+    params = {n: p.detach() for n, p in model.named_parameters() if n in names}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def log_likelihood(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0), head))
+        return -F.cross_entropy(logits, yi.unsqueeze(0))  # log p(yi | xi)
+
+    per_sample_grads = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
+    probs = torch.softmax(model(x, head), dim=-1)
+    for labels, weights in _label_sets(probs, y, estimator, generator):
+        for n, g in per_sample_grads(params, x, labels).items():
+            squared = g.square()
+            if weights is not None:
+                squared = squared * weights.view(-1, *([1] * (g.dim() - 1)))
+            fisher[n] += squared.sum(0)
+
+
 @torch.no_grad()
 def fisher_diagonal(
     model: Classifier,
@@ -57,44 +123,34 @@ def fisher_diagonal(
 ) -> dict[str, Tensor]:
     """Diagonal Fisher of the parameters `names` over the samples (x, y), as a mean.
 
-    Runs under torch.no_grad: torch.func.grad still differentiates (it is a transform),
-    but no outer graph links the Fisher to parameters left out of `names` (task-IL heads).
+    Linear layers (the bulk of the weights) use the exact closed form of
+    _linear_squared_grads; other parameters (convolutions) use torch.func per-sample
+    gradients. Outside those, no autograd graph is kept: the Fisher is a constant.
     """
     if estimator not in FISHER_ESTIMATORS:
         raise ValueError(f"unknown Fisher {estimator!r}; valid: {', '.join(FISHER_ESTIMATORS)}")
-    params = {n: p.detach() for n, p in model.named_parameters() if n in names}
-    buffers = {n: b.detach() for n, b in model.named_buffers()}
     head = task_id if model.multi_head else None
-
-    def log_likelihood(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-        logits = functional_call(model, (p, buffers), (xi.unsqueeze(0), head))
-        return -F.cross_entropy(logits, yi.unsqueeze(0))  # log p(yi | xi)
-
-    per_sample_grads = vmap(grad(log_likelihood), in_dims=(None, 0, 0))
-    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-
-    def accumulate(xb: Tensor, labels: Tensor, weights: Tensor | None = None) -> None:
-        grads = per_sample_grads(params, xb, labels)
-        for n, g in grads.items():
-            squared = g.square()
-            if weights is not None:
-                squared = squared * weights.view(-1, *([1] * (g.dim() - 1)))
-            fisher[n] += squared.sum(0)
-
+    params = dict(model.named_parameters())
+    fisher = {n: torch.zeros_like(params[n]) for n in names}
+    linears = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and {f"{name}.weight", f"{name}.bias"} & set(names)
+    }
+    covered = {f"{name}.{p}" for name in linears for p in ("weight", "bias")}
+    others = [n for n in names if n not in covered]
     was_training = model.training
     model.eval()
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        if estimator == "empirical":
-            accumulate(xb, yb)
-            continue
-        probs = torch.softmax(model(xb, head), dim=-1)
-        if estimator == "sampled":
-            drawn = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1)
-            accumulate(xb, drawn.to(x.device))
-        else:
-            for c in range(probs.shape[1]):
-                accumulate(xb, torch.full_like(yb, c), probs[:, c])
+        # one generator draw per chunk, shared by both paths so they see the same labels
+        state = generator.get_state() if generator is not None else None
+        if linears:
+            _linear_squared_grads(model, xb, head, linears, estimator, generator, yb, fisher)
+        if others:
+            if state is not None:
+                generator.set_state(state)
+            _vmap_squared_grads(model, xb, head, others, estimator, generator, yb, fisher)
     model.train(was_training)
     return {n: f / len(x) for n, f in fisher.items()}
 
