@@ -19,10 +19,11 @@ from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
 from lab.strategies import STRATEGIES, check_hyperparameters
+from lab.tracking.wandb_run import MODES as WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("lab",)
-LOGGERS = ("none",)
+LOGGERS = ("none", "wandb")
 PROGRESS = ("auto", True, False)
 
 Check = Callable[[str, Any], None]
@@ -133,6 +134,29 @@ TRAIN = {
     "eval_batch_size": integer(minimum=1),
     "seen_classes_only": boolean,
 }
+
+
+def optional_string(key: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        _fail(key, value, "a string or null")
+
+
+def string_list(key: str, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        _fail(key, value, "a list of strings, e.g. [baseline,fmnist]")
+
+
+LOGGER = {
+    "none": {"name": anything},
+    "wandb": {
+        "name": anything,
+        "project": optional_string,
+        "entity": optional_string,
+        "mode": one_of(WANDB_MODES),
+        "group": optional_string,
+        "tags": string_list,
+    },
+}
 TOP = {
     "scenario": one_of(SCENARIOS),
     "seed": integer(),
@@ -211,5 +235,6 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group("train", config["train"], TRAIN)
     strategy = _check_group_name("strategy", config["strategy"], STRATEGIES)
     check_hyperparameters(strategy, {k: v for k, v in config["strategy"].items() if k != "name"})
-    _check_group_name("logger", config["logger"], LOGGERS)
+    logger = _check_group_name("logger", config["logger"], LOGGERS)
+    _check_group("logger", config["logger"], LOGGER[logger])
     return config

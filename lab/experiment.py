@@ -25,6 +25,7 @@ from lab.models import build_model
 from lab.optim import OptimizerSettings
 from lab.strategies import build_strategy
 from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
+from lab.tracking.wandb_run import WandbRun
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,18 @@ def format_summary(results: dict[str, Any]) -> str:
 
 
 def run_experiment(
-    config: dict[str, Any], run_dir: str | Path, progress: bool = False
+    config: dict[str, Any],
+    run_dir: str | Path,
+    progress: bool = False,
+    run_name: str | None = None,
+    group: str | None = None,
 ) -> dict[str, Any]:
     """Train the configured model on the configured stream; returns results.json's content.
 
     results.json, acc_matrix.csv and acc_matrix.png are (re)written in `run_dir` after
-    every task, so an interrupted run keeps every task it completed.
+    every task, so an interrupted run keeps every task it completed. With
+    config["logger"]["name"] == "wandb" the run is mirrored to W&B under `run_name` and
+    `group` (lab-run derives them from the overrides and the sweep).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -124,6 +131,9 @@ def run_experiment(
             "config": config,
         },
     )
+    wandb_run = None
+    if config["logger"]["name"] == "wandb":
+        wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
     try:
         eval_started = time.perf_counter()
         results.set_init_acc(
@@ -142,6 +152,10 @@ def run_experiment(
                 title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
                 f" ({config['scenario']}-IL, seed {config['seed']})",
             )
+            if wandb_run is not None:
+                wandb_run.log_task(
+                    task.index, task.accuracies, results.data["metrics"], task.losses
+                )
             log.info(
                 "after task %d/%d: %s",
                 task.index + 1,
@@ -162,6 +176,10 @@ def run_experiment(
     except BaseException as error:
         results.finish("failed", time.perf_counter() - started, f"{type(error).__name__}: {error}")
         raise
-    results.finish("complete", time.perf_counter() - started)
-    log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)
+    else:
+        results.finish("complete", time.perf_counter() - started)
+        log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)
+    finally:
+        if wandb_run is not None:
+            wandb_run.finish(results.data, run_dir)
     return results.data

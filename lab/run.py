@@ -33,6 +33,16 @@ def config_dir() -> str:
     return str(Path(__file__).resolve().parent.parent / "conf")
 
 
+def run_name(overrides: list[str]) -> str:
+    """A readable W&B name: the command-line overrides, less the seed and Hydra's own."""
+    kept = [
+        o.lstrip("+~")
+        for o in overrides
+        if not o.lstrip("+~").startswith(("seed=", "hydra.", "hydra/", "logger", "progress="))
+    ]
+    return " ".join(kept) or "default"
+
+
 def show_progress(setting: str | bool, multirun: bool) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -46,7 +56,13 @@ def main(cfg: DictConfig) -> float | None:
     multirun = hydra_config.mode == RunMode.MULTIRUN
     try:
         config = validate(cfg)
-        results = run_experiment(config, run_dir, show_progress(config["progress"], multirun))
+        results = run_experiment(
+            config,
+            run_dir,
+            show_progress(config["progress"], multirun),
+            run_name=run_name(list(hydra_config.overrides.task)),
+            group=Path(hydra_config.sweep.dir).name if multirun else None,
+        )
     except LabError as error:
         print(f"lab-run: error: {error}", file=sys.stderr)
         if not (run_dir / "results.json").exists():  # a config error: nothing ran

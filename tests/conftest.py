@@ -13,7 +13,8 @@ from lab.run import config_dir
 REPO = Path(__file__).resolve().parent.parent
 
 # Small enough for seconds on a CPU, real enough to show forgetting.
-FAST = ["benchmark=split_digits", "train.epochs=10", "train.batch_size=32"]
+# W&B in disabled mode: its code path runs, nothing is written.
+FAST = ["benchmark=split_digits", "train.epochs=10", "train.batch_size=32", "logger.mode=disabled"]
 
 
 def compose_config(overrides: list[str] | None = None):

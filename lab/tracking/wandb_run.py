@@ -1,0 +1,146 @@
+"""Weights & Biases mirror of a run (design.md, Tracking).
+
+Local files are the source of truth; this mirrors them. Every call into wandb goes
+through `_guard`: the first failure (not logged in, no network, a bug in wandb) is
+reported in one line, W&B is switched off for the rest of the run, and training and the
+local files go on untouched.
+
+What a run shows in W&B:
+  config            the resolved config
+  eval/acc_task_j   accuracy on task j after each task     (x axis: `task`)
+  metrics/*         the running ACC, BWT, FWT, forgetting, ... (x axis: `task`)
+  train/loss        the loss of every step               (x axis: `train/step`)
+  acc_matrix/long   table (trained_task, eval_task, accuracy)
+  acc_matrix/wide   table (after_task, task_0, ..., task_T-1)
+  acc_matrix/heatmap  the acc_matrix.png of the run dir
+  summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc)
+  artifact          results.json, acc_matrix.csv and acc_matrix.png ("results" type)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODES = ("offline", "online", "disabled")
+
+
+def acc_matrix_tables(acc_matrix: list[list[float]]):
+    """The matrix as two wandb.Tables: long (one row per cell) and wide (one per row)."""
+    import wandb
+
+    long = wandb.Table(columns=["trained_task", "eval_task", "accuracy"])
+    for i, row in enumerate(acc_matrix):
+        for j, accuracy in enumerate(row):
+            long.add_data(i, j, accuracy)
+    num_tasks = len(acc_matrix[0]) if acc_matrix else 0
+    wide = wandb.Table(columns=["after_task", *(f"task_{j}" for j in range(num_tasks))])
+    for i, row in enumerate(acc_matrix):
+        wide.add_data(i, *row)
+    return long, wide
+
+
+class WandbRun:
+    """One W&B run for one lab run; `finish` must be called (experiment does, in finally)."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        config: dict[str, Any],
+        run_dir: Path,
+        name: str | None = None,
+        group: str | None = None,
+    ):
+        self.run = None
+        self.failed = False
+        self.step = 0
+        self.mode = settings["mode"]
+
+        def start():
+            import wandb
+
+            self.run = wandb.init(
+                project=settings["project"],
+                entity=settings.get("entity"),
+                config=config,
+                dir=str(run_dir),
+                name=name,
+                group=settings.get("group") or group,
+                job_type=config["strategy"]["name"],
+                tags=list(settings.get("tags") or []),
+                mode=self.mode,
+                reinit="finish_previous",  # a sweep in one process: never log into a stale run
+                settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+            )
+            self.run.define_metric("task")
+            self.run.define_metric("eval/*", step_metric="task")
+            self.run.define_metric("metrics/*", step_metric="task")
+            self.run.define_metric("train/step")
+            self.run.define_metric("train/*", step_metric="train/step")
+
+        self._guard("init", start)
+
+    def _guard(self, what: str, action: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001 - W&B must never break a run
+            self.failed = True
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            log.error(
+                "W&B %s failed (%s: %s); W&B is off for this run, the local results are complete",
+                what,
+                type(error).__name__,
+                message,
+            )
+
+    def log_task(self, index: int, row: list[float], metrics: dict, losses: list[float]) -> None:
+        def log_it():
+            for loss in losses:
+                self.run.log({"train/loss": loss, "train/step": self.step, "train/task": index})
+                self.step += 1
+            values = {f"eval/acc_task_{j}": a for j, a in enumerate(row)}
+            values.update({f"metrics/{k}": v for k, v in metrics.items() if v is not None})
+            self.run.log({"task": index, **values})
+
+        self._guard("log", log_it)
+
+    def finish(self, results: dict[str, Any], run_dir: Path) -> None:
+        """Tables, heatmap, summary and artifact, then close the run (also after a failure)."""
+
+        def final():
+            import wandb
+
+            matrix = results["acc_matrix"]
+            if matrix:
+                long, wide = acc_matrix_tables(matrix)
+                heatmap = run_dir / "acc_matrix.png"
+                images = (
+                    {"acc_matrix/heatmap": wandb.Image(str(heatmap))} if heatmap.exists() else {}
+                )
+                self.run.log({"acc_matrix/long": long, "acc_matrix/wide": wide, **images})
+            for key, value in results["metrics"].items():
+                self.run.summary[key] = value
+            self.run.summary["status"] = results["status"]
+            artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
+            for file in ("results.json", "acc_matrix.csv", "acc_matrix.png"):
+                if (run_dir / file).exists():
+                    artifact.add_file(str(run_dir / file))
+            self.run.log_artifact(artifact)
+
+        if self.run is None:
+            return
+        self._guard("final logging", final)
+        failed_before = self.failed
+        self.failed = False  # finishing is attempted even after a logging failure
+        exit_code = 0 if results["status"] == "complete" else 1
+        self._guard("finish", lambda: self.run.finish(exit_code=exit_code))
+        if self.mode == "offline" and not failed_before and not self.failed:
+            log.info(
+                "W&B offline run saved; upload it with: wandb sync %s", self.run.settings.sync_dir
+            )

@@ -1,0 +1,245 @@
+"""W&B tracking: what is logged (through a recording fake), failures, and a real offline run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from conftest import FAST
+
+from lab.experiment import run_experiment
+from lab.run import run_name
+
+
+class FakeRun:
+    def __init__(self, **kwargs):
+        self.init = kwargs
+        self.id = "fake123"
+        self.logged: list[dict] = []
+        self.metrics: list[tuple] = []
+        self.summary: dict = {}
+        self.artifacts: list = []
+        self.finished_with = None
+        self.settings = types.SimpleNamespace(sync_dir="/fake/sync")
+
+    def define_metric(self, name, step_metric=None):
+        self.metrics.append((name, step_metric))
+
+    def log(self, values):
+        self.logged.append(values)
+
+    def log_artifact(self, artifact):
+        self.artifacts.append(artifact)
+
+    def finish(self, exit_code=0):
+        self.finished_with = exit_code
+
+
+class FakeTable:
+    def __init__(self, columns):
+        self.columns, self.data = columns, []
+
+    def add_data(self, *row):
+        self.data.append(list(row))
+
+
+class FakeArtifact:
+    def __init__(self, name, type):
+        self.name, self.type, self.files = name, type, []
+
+    def add_file(self, path):
+        self.files.append(Path(path).name)
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    """A wandb module that records every run it is asked to create."""
+    runs: list[FakeRun] = []
+    module = types.ModuleType("wandb")
+
+    def init(**kwargs):
+        runs.append(FakeRun(**kwargs))
+        return runs[-1]
+
+    module.init = init
+    module.Table = FakeTable
+    module.Artifact = FakeArtifact
+    module.Image = lambda path: ("image", Path(path).name)
+    module.Settings = lambda **kwargs: kwargs
+    monkeypatch.setitem(sys.modules, "wandb", module)
+    return runs
+
+
+def test_what_a_run_logs(fake_wandb, fast_config, tmp_path):
+    config = fast_config("logger.tags=[paper,fmnist]", "train.epochs=2")
+    results = run_experiment(config, tmp_path, run_name="strategy=naive", group="sweep-1")
+    (run,) = fake_wandb
+    assert run.init["config"] == config
+    assert run.init["dir"] == str(tmp_path)
+    assert run.init["group"] == "sweep-1" and run.init["name"] == "strategy=naive"
+    assert run.init["job_type"] == "naive" and run.init["tags"] == ["paper", "fmnist"]
+    assert run.init["mode"] == "disabled" and run.init["project"] == "forgetting-lab"
+    assert ("eval/*", "task") in run.metrics and ("metrics/*", "task") in run.metrics
+    assert ("train/*", "train/step") in run.metrics
+
+    per_task = [entry for entry in run.logged if "task" in entry]
+    assert [entry["task"] for entry in per_task] == [0, 1, 2, 3, 4]
+    for i, entry in enumerate(per_task):
+        assert [entry[f"eval/acc_task_{j}"] for j in range(5)] == results["acc_matrix"][i]
+    assert per_task[-1]["metrics/acc"] == results["metrics"]["acc"]
+    losses = [entry for entry in run.logged if "train/loss" in entry]
+    assert [e["train/step"] for e in losses] == list(range(len(losses)))
+    assert {e["train/task"] for e in losses} == {0, 1, 2, 3, 4}
+
+    (tables,) = [entry for entry in run.logged if "acc_matrix/long" in entry]
+    long, wide = tables["acc_matrix/long"], tables["acc_matrix/wide"]
+    assert long.columns == ["trained_task", "eval_task", "accuracy"]
+    assert long.data == [
+        [i, j, a] for i, row in enumerate(results["acc_matrix"]) for j, a in enumerate(row)
+    ]
+    assert wide.columns == ["after_task"] + [f"task_{j}" for j in range(5)]
+    assert wide.data == [[i, *row] for i, row in enumerate(results["acc_matrix"])]
+    assert tables["acc_matrix/heatmap"] == ("image", "acc_matrix.png")
+
+    for key, value in results["metrics"].items():
+        assert run.summary[key] == value
+    assert run.summary["status"] == "complete"
+    (artifact,) = run.artifacts
+    assert artifact.type == "results"
+    assert artifact.files == ["results.json", "acc_matrix.csv", "acc_matrix.png"]
+    assert run.finished_with == 0
+
+
+def test_runs_in_one_process_each_get_their_own_finished_run(fake_wandb, fast_config, tmp_path):
+    for seed in (0, 1):  # as Hydra's basic launcher runs a sweep
+        run_experiment(fast_config(f"seed={seed}", "train.epochs=1"), tmp_path / str(seed))
+    assert len(fake_wandb) == 2
+    assert all(run.finished_with == 0 for run in fake_wandb)
+    assert fake_wandb[0].init["reinit"] == "finish_previous"
+
+
+def test_broken_wandb_init_leaves_a_complete_run(
+    fake_wandb, fast_config, tmp_path, caplog, monkeypatch
+):
+    def broken(**kwargs):
+        raise ConnectionError("network unreachable\nsecond line")
+
+    monkeypatch.setattr(sys.modules["wandb"], "init", broken)
+    with caplog.at_level(logging.ERROR):
+        results = run_experiment(fast_config("train.epochs=1"), tmp_path)
+    assert results["status"] == "complete"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "complete"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors == [
+        "W&B init failed (ConnectionError: network unreachable); "
+        "W&B is off for this run, the local results are complete"
+    ]
+
+
+def test_wandb_failing_mid_run_stops_logging_but_not_the_run(fake_wandb, fast_config, tmp_path):
+    original_init = sys.modules["wandb"].init
+
+    def init(**kwargs):
+        run = original_init(**kwargs)
+        calls = {"n": 0}
+
+        def log(values):
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise RuntimeError("wandb internal error")
+            run.logged.append(values)
+
+        run.log = log
+        return run
+
+    sys.modules["wandb"].init = init
+    results = run_experiment(fast_config("train.epochs=1"), tmp_path)
+    assert results["status"] == "complete" and len(results["acc_matrix"]) == 5
+    assert len(fake_wandb[0].logged) == 3
+    assert fake_wandb[0].finished_with == 0  # the run is still closed
+
+
+def test_run_name_leaves_out_seed_and_hydra():
+    overrides = [
+        "strategy=ewc",
+        "seed=3",
+        "hydra.run.dir=x",
+        "+ablation=methods",
+        "logger.mode=offline",
+    ]
+    assert run_name(overrides) == "strategy=ewc ablation=methods"
+    assert run_name(["seed=1"]) == "default"
+
+
+def lab_run(*args, cwd, env=None):
+    return subprocess.run(
+        ["lab-run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.e2e
+def test_offline_run_table_equals_results_json(tmp_path):
+    fast = [o for o in FAST if not o.startswith("logger")]
+    done = lab_run(
+        *fast, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"WANDB_MODE": "offline"}
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    (long_file,) = offline.glob("files/media/table/acc_matrix/long_*.table.json")
+    long = json.loads(long_file.read_text())
+    assert long["columns"] == ["trained_task", "eval_task", "accuracy"]
+    matrix = [[None] * 5 for _ in range(5)]
+    for i, j, accuracy in long["data"]:
+        matrix[i][j] = accuracy
+    assert matrix == results["acc_matrix"]
+    (wide_file,) = offline.glob("files/media/table/acc_matrix/wide_*.table.json")
+    assert [row[1:] for row in json.loads(wide_file.read_text())["data"]] == results["acc_matrix"]
+    assert list(offline.glob("files/media/images/acc_matrix/heatmap_*.png"))
+    assert f"wandb sync {offline}" in done.stdout + done.stderr
+
+
+@pytest.mark.e2e
+def test_logger_none_writes_no_wandb_files(tmp_path):
+    fast = [o for o in FAST if not o.startswith("logger")]
+    done = lab_run(*fast, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "results.json").exists()
+    assert not list(tmp_path.rglob("wandb"))
+
+
+@pytest.mark.e2e
+def test_online_without_login_still_completes(tmp_path):
+    """A real W&B failure: online mode with no API key (and no ~/.netrc)."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_API_KEY"}
+    env["HOME"] = str(tmp_path)
+    fast = [o for o in FAST if not o.startswith("logger")]
+    done = subprocess.run(
+        [
+            "lab-run",
+            *fast,
+            "train.epochs=1",
+            "logger.mode=online",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "complete"
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "W&B" in line]
+    assert len(errors) == 1 and "W&B init failed" in errors[0] and "API key" in errors[0]
