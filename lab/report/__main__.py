@@ -1,0 +1,3 @@
+from lab.report.cli import main
+
+main()

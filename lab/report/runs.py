@@ -1,0 +1,143 @@
+"""Finding run directories and grouping their results.json by configuration.
+
+Runs are grouped by everything in their resolved config except the seed and the keys that
+do not change what is computed (device, progress, data root, logger), one table per
+benchmark x scenario. Only complete runs are aggregated; the others are listed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lab.errors import LabError
+
+NOT_GROUPED = ("seed", "progress", "device", "data.root", "logger.", "hydra.")
+
+
+@dataclass
+class Run:
+    path: Path
+    results: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return self.results.get("status", "unreadable")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.results.get("config", {})
+
+
+@dataclass
+class Group:
+    benchmark: str
+    scenario: str
+    strategy: str
+    settings: dict[str, Any]  # the flattened config shared by the group's runs
+    runs: list[Run] = field(default_factory=list)
+    label: str = ""
+
+    def values(self, metric: str) -> list[float]:
+        return [
+            r.results["metrics"][metric]
+            for r in self.runs
+            if r.results["metrics"].get(metric) is not None
+        ]
+
+    def matrices(self) -> np.ndarray:
+        """(runs, T, T) accuracy matrices."""
+        return np.array([r.results["acc_matrix"] for r in self.runs], dtype=float)
+
+    def task_names(self) -> list[str]:
+        tasks = self.runs[0].results["tasks"]
+        return [f"T{t['id']} ({t['description']})" for t in tasks]
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def find_run_dirs(paths: list[str]) -> list[Path]:
+    """Run dirs (holding results.json) at or below each path; globs are expanded."""
+    found: set[Path] = set()
+    for pattern in paths:
+        matches = glob.glob(pattern) or [pattern]
+        for match in map(Path, matches):
+            if match.is_file() and match.name == "results.json":
+                found.add(match.parent)
+            elif (match / "results.json").is_file():
+                found.add(match)
+            elif match.is_dir():
+                found.update(
+                    p.parent for p in match.rglob("results.json") if "wandb" not in p.parts
+                )
+    if not found:
+        raise LabError(f"no results.json at or below {', '.join(paths)}")
+    return sorted(found)
+
+
+def load_runs(dirs: list[Path]) -> list[Run]:
+    runs = []
+    for directory in dirs:
+        try:
+            results = json.loads((directory / "results.json").read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            results = {"status": "unreadable", "error": f"{type(error).__name__}: {error}"}
+        runs.append(Run(directory, results))
+    return runs
+
+
+def group_runs(runs: list[Run]) -> tuple[dict[tuple[str, str], list[Group]], list[Run]]:
+    """Complete runs grouped per (benchmark, scenario); the incomplete and failed runs."""
+    complete = [r for r in runs if r.status == "complete"]
+    incomplete = [r for r in runs if r.status != "complete"]
+    groups: dict[tuple, Group] = {}
+    for run in complete:
+        settings = {k: v for k, v in flatten(run.config).items() if not k.startswith(NOT_GROUPED)}
+        key = tuple(sorted(settings.items(), key=lambda item: item[0]))
+        if key not in groups:
+            groups[key] = Group(
+                run.results["benchmark"], run.results["scenario"], run.results["strategy"], settings
+            )
+        groups[key].runs.append(run)
+    tables: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    for group in groups.values():
+        tables[(group.benchmark, group.scenario)].append(group)
+    for table in tables.values():
+        _label(table)
+        table.sort(key=lambda g: g.label)
+    return dict(sorted(tables.items())), incomplete
+
+
+def _varying(groups: list[Group], keys: list[str]) -> list[str]:
+    return [k for k in keys if len({repr(g.settings.get(k)) for g in groups}) > 1]
+
+
+def _label(groups: list[Group]) -> None:
+    """Name each group by its strategy and the settings that differ within its table:
+    a strategy's hyperparameters among the groups of that strategy, anything else among
+    all groups (e.g. "ewc lambda=1000 optimizer.lr=0.1")."""
+    keys = sorted({k for g in groups for k in g.settings})
+    common = _varying(groups, [k for k in keys if not k.startswith("strategy.")])
+    for group in groups:
+        same = [g for g in groups if g.strategy == group.strategy]
+        own = _varying(same, [k for k in keys if k.startswith("strategy.")])
+        shown = []
+        for k in own + common:
+            value = group.settings.get(k)
+            value = list(value) if isinstance(value, tuple) else value
+            shown.append(f"{k.removeprefix('strategy.')}={value}")
+        group.label = " ".join([group.strategy, *shown])

@@ -1,0 +1,125 @@
+"""lab-report on run directories written by hand: grouping, numbers, files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lab.metrics import accuracy_metrics
+from lab.report import write_report
+
+TASKS = [
+    {"id": 0, "classes": [0, 1], "description": "classes 0,1"},
+    {"id": 1, "classes": [2, 3], "description": "classes 2,3"},
+]
+
+
+def write_run(path, strategy, seed, matrix, status="complete", params=None, scenario="class"):
+    config = {
+        "benchmark": {"name": "split_digits", "num_tasks": 2},
+        "strategy": {"name": strategy, **(params or {})},
+        "scenario": scenario,
+        "seed": seed,
+        "device": "cpu",
+        "logger": {"name": "none"},
+    }
+    results = {
+        "schema_version": 1,
+        "status": status,
+        "benchmark": "split_digits",
+        "scenario": scenario,
+        "strategy": strategy,
+        "seed": seed,
+        "tasks": TASKS,
+        "acc_matrix": matrix,
+        "init_acc": [0.5, 0.5],
+        "metrics": accuracy_metrics(matrix, [0.5, 0.5]),
+        "config": config,
+    }
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    root = tmp_path / "sweep"
+    # naive: ACC 0.50 and 0.60 -> 55.0 ± 7.1; forgetting 0.90 and 0.80 -> 85.0 ± 7.1
+    write_run(root / "0", "naive", 0, [[0.9, 0.0], [0.0, 1.0]])
+    write_run(root / "1", "naive", 1, [[1.0, 0.1], [0.2, 1.0]])
+    # ewc lambda=10: ACC 0.80 and 0.90 -> 85.0 ± 7.1; forgetting 0.30 and 0.10 -> 20.0 ± 14.1
+    write_run(root / "2", "ewc", 0, [[0.9, 0.0], [0.6, 1.0]], params={"lambda": 10})
+    write_run(root / "3", "ewc", 1, [[0.9, 0.0], [0.8, 1.0]], params={"lambda": 10})
+    # ewc lambda=100, one seed
+    write_run(root / "4", "ewc", 0, [[0.9, 0.0], [0.9, 0.7]], params={"lambda": 100})
+    # not aggregated: a run killed after task 0, and a failed one
+    write_run(root / "5", "naive", 2, [[0.9, 0.0]], status="running")
+    write_run(root / "6", "naive", 3, [], status="failed")
+    # another scenario: its own table
+    write_run(root / "7", "naive", 0, [[1.0, 0.5], [0.9, 1.0]], scenario="task")
+    return root
+
+
+def test_report_tables_by_hand(sweep, tmp_path):
+    report = write_report([str(sweep)], tmp_path / "out")
+    text = report.read_text()
+    assert "## split_digits, class-IL" in text and "## split_digits, task-IL" in text
+    class_table = text.split("## split_digits, class-IL")[1].split("##")[0]
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in class_table.splitlines()
+        if line.startswith("| ") and "Method" not in line
+    }
+    assert set(rows) == {"naive", "ewc lambda=10", "ewc lambda=100"}
+    assert "| 55.0 ± 7.1 | 85.0 ± 7.1 |" in rows["naive"]
+    assert rows["naive"].rstrip().endswith("| 2 |")
+    # best ACC: ewc lambda=10 (85.0); lowest forgetting: ewc lambda=100 (0.0)
+    assert "| **85.0 ± 7.1** | 20.0 ± 14.1 |" in rows["ewc lambda=10"]
+    assert "| 80.0 ± 0.0 | **0.0 ± 0.0** |" in rows["ewc lambda=100"]
+    # incomplete runs are listed, never averaged in
+    assert "Incomplete or failed runs" in text
+    assert f"| {sweep / '5'} | running | 1/2 |" in text
+    assert f"| {sweep / '6'} | failed | 0/2 |" in text
+
+
+def test_report_files(sweep, tmp_path):
+    out = tmp_path / "out"
+    write_report([str(sweep)], out)
+    for stem in ("class_accuracy", "class_matrices", "class_forgetting", "task_forgetting"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"split_digits_{stem}{suffix}").stat().st_size > 1000
+    tex = (out / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"\textbf{85.0 $\pm$ 7.1}" in tex
+    assert "ewc lambda=10 &" in tex
+    with open(out / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    runs = [r for r in rows if r["kind"] == "run"]
+    means = [r for r in rows if r["kind"] == "mean"]
+    assert len(runs) == 6 and len(means) == 4  # 6 complete runs in 4 groups
+    naive = next(r for r in means if r["method"] == "naive" and r["scenario"] == "class")
+    assert float(naive["acc"]) == pytest.approx(0.55) and naive["n_seeds"] == "2"
+    assert float(naive["acc_std"]) == pytest.approx(0.0707107, rel=1e-5)
+
+
+def test_globs_and_single_run_dirs(sweep, tmp_path):
+    text = write_report([str(sweep / "[23]")], tmp_path / "out").read_text()
+    assert "ewc" in text and "naive" not in text
+
+
+def test_cli_default_out_and_errors(sweep, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "lab.report", str(sweep)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (sweep / "report" / "report.md").exists()
+    missing = subprocess.run(
+        ["lab-report", str(tmp_path / "nothing")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert (
+        missing.stderr.strip()
+        == f"lab-report: error: no results.json at or below {tmp_path / 'nothing'}"
+    )
