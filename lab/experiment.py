@@ -9,6 +9,7 @@ hydra.compose and pass it through lab.config.validate.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -18,12 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Stream, build_stream, load_dataset
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream
 from lab.errors import ConfigError
-from lab.models import build_model
+from lab.models import Classifier, build_model
 from lab.optim import OptimizerSettings
-from lab.strategies import build_strategy
+from lab.strategies import Strategy, build_strategy
 from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
 from lab.tracking.wandb_run import WandbRun
 
@@ -81,6 +83,61 @@ def format_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def build(config: dict[str, Any], device: torch.device) -> tuple[Stream, Classifier, Strategy]:
+    """The stream (on `device`), model and strategy of a config. Seed first: the model's
+    initial weights come from the global RNG."""
+    stream = make_stream(config)
+    stream.tasks = [task.to(device) for task in stream.tasks]
+    model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
+    model = build_model(
+        config["model"]["name"],
+        stream.tasks[0].train_x.shape[1:],
+        stream.head_sizes,
+        init=config["model"]["init"],
+        **model_options,
+    ).to(device)
+    strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
+    strategy = build_strategy(config["strategy"]["name"], **strategy_params)
+    strategy.set_seed(config["seed"])
+    return stream, model, strategy
+
+
+def _header(config: dict[str, Any], stream: Stream, device: torch.device) -> dict[str, Any]:
+    """What results.json says of the run besides its results."""
+    return {
+        "benchmark": config["benchmark"]["name"],
+        "scenario": config["scenario"],
+        "strategy": config["strategy"]["name"],
+        "seed": config["seed"],
+        "device": str(device),
+        "tasks": [
+            {"id": t.id, "classes": t.classes, "description": t.description} for t in stream.tasks
+        ],
+        "config": config,
+    }
+
+
+# Keys that do not change what a run computes: a run may resume with other values.
+RESUMABLE_CHANGES = ("progress", "logger", "keep_checkpoint")
+
+
+def _read_results(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _check_same_config(saved: dict[str, Any], config: dict[str, Any], run_dir: Path, what: str):
+    for key in sorted(set(saved) | set(config)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != config.get(key):
+            raise ConfigError(
+                f"{run_dir} holds {what} of another configuration ({key}: "
+                f"{saved.get(key)!r} there, {config.get(key)!r} now); resume with the same "
+                "overrides, or choose another hydra.run.dir"
+            )
+
+
 def run_experiment(
     config: dict[str, Any],
     run_dir: str | Path,
@@ -98,51 +155,53 @@ def run_experiment(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    previous = _read_results(run_dir)
+    if previous is not None and previous.get("status") == "complete":
+        _check_same_config(previous.get("config", {}), config, run_dir, "a complete run")
+        log.info("%s holds a complete run of this config: nothing to do", run_dir)
+        return previous
     device = resolve_device(config["device"])
+    checkpoint = load_checkpoint(run_dir, device)
+    if checkpoint is not None:
+        _check_same_config(checkpoint["results"]["config"], config, run_dir, "a checkpoint")
     seed_everything(config["seed"])
-    stream = make_stream(config)
-    stream.tasks = [task.to(device) for task in stream.tasks]
+    stream, model, strategy = build(config, device)
+    generator = torch.Generator().manual_seed(config["seed"])  # the order of the batches
     names = task_names(stream)
-
-    model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
-    model = build_model(
-        config["model"]["name"],
-        stream.tasks[0].train_x.shape[1:],
-        stream.head_sizes,
-        init=config["model"]["init"],
-        **model_options,
-    ).to(device)
-    strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
-    strategy = build_strategy(config["strategy"]["name"], **strategy_params)
-    strategy.set_seed(config["seed"])
-
-    results = RunResults(
-        run_dir,
-        {
-            "benchmark": config["benchmark"]["name"],
-            "scenario": config["scenario"],
-            "strategy": config["strategy"]["name"],
-            "seed": config["seed"],
-            "device": str(device),
-            "tasks": [
-                {"id": t.id, "classes": t.classes, "description": t.description}
-                for t in stream.tasks
-            ],
-            "config": config,
-        },
-    )
+    results = RunResults(run_dir, _header(config, stream, device))
+    start_task, time_before = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        strategy.load_state_dict(checkpoint["strategy"])
+        generator.set_state(checkpoint["generator"].cpu())
+        set_rng_states(checkpoint["rng"])
+        results.data = {**checkpoint["results"], "status": "running"}
+        start_task = len(results.data["acc_matrix"])
+        time_before = results.data["timing"]["total_s"]
+        log.info("resuming %s after task %d", run_dir, start_task - 1)
     wandb_run = None
     if config["logger"]["name"] == "wandb":
         wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
     try:
-        eval_started = time.perf_counter()
-        results.set_init_acc(
-            evaluate(model, stream.tasks, config["train"]["eval_batch_size"]),
-            time.perf_counter() - eval_started,
-        )
+        if checkpoint is None:
+            eval_started = time.perf_counter()
+            results.set_init_acc(
+                evaluate(model, stream.tasks, config["train"]["eval_batch_size"]),
+                time.perf_counter() - eval_started,
+            )
 
         def record(task: TaskResult) -> None:
+            results.data["timing"]["total_s"] = time_before + time.perf_counter() - started
             results.add_row(task.accuracies, float(np.mean(task.losses)), task.train_s, task.eval_s)
+            save_checkpoint(
+                run_dir,
+                {
+                    "model": model.state_dict(),
+                    "strategy": strategy.state_dict(),
+                    "generator": generator.get_state(),
+                    "results": results.data,
+                },
+            )
             write_acc_matrix_csv(run_dir / "acc_matrix.csv", results.data["acc_matrix"])
             save_acc_matrix_png(
                 run_dir / "acc_matrix.png",
@@ -169,15 +228,19 @@ def run_experiment(
             strategy,
             OptimizerSettings(**config["optimizer"]),
             TrainSettings(**config["train"]),
-            generator=torch.Generator().manual_seed(config["seed"]),
+            generator=generator,
+            start_task=start_task,
             on_task_end=record,
             progress=progress,
         )
     except BaseException as error:
-        results.finish("failed", time.perf_counter() - started, f"{type(error).__name__}: {error}")
+        elapsed = time_before + time.perf_counter() - started
+        results.finish("failed", elapsed, f"{type(error).__name__}: {error}")
         raise
     else:
-        results.finish("complete", time.perf_counter() - started)
+        results.finish("complete", time_before + time.perf_counter() - started)
+        if not config["keep_checkpoint"]:
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)
         log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)
     finally:
         if wandb_run is not None:

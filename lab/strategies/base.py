@@ -98,7 +98,7 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
 
 
 def penalised_parameters(model: Classifier) -> dict[str, torch.nn.Parameter]:

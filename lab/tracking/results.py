@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,13 @@ class RunResults:
             "init_acc": [],
             "metrics": accuracy_metrics([]),
             "train_loss": [],
-            "timing": {"total_s": 0.0, "train_s": 0.0, "eval_s": 0.0},
+            "timing": {
+                "total_s": 0.0,
+                "train_s": 0.0,
+                "eval_s": 0.0,
+                "started_at": time.time(),  # unix time, kept across a resume
+                "finished_at": None,
+            },
             "versions": versions(),
         }
 
@@ -78,6 +85,7 @@ class RunResults:
     def finish(self, status: str, total_s: float, error: str | None = None) -> None:
         self.data["status"] = status
         self.data["timing"]["total_s"] = total_s
+        self.data["timing"]["finished_at"] = time.time()
         if error is not None:
             self.data["error"] = error
         self.save()
