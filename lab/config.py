@@ -141,6 +141,11 @@ def optional_string(key: str, value: Any) -> None:
         _fail(key, value, "a string or null")
 
 
+def string(key: str, value: Any) -> None:
+    if not isinstance(value, str):
+        _fail(key, value, "a string")
+
+
 def string_list(key: str, value: Any) -> None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         _fail(key, value, "a list of strings, e.g. [baseline,fmnist]")
@@ -163,7 +168,9 @@ TOP = {
     "device": one_of(DEVICES),
     "engine": one_of(ENGINES),
     "progress": one_of(PROGRESS),
+    "keep_checkpoint": boolean,
 }
+GROUPS = ("benchmark", "model", "strategy", "optimizer", "logger", "train", "data")
 
 
 def _check_group(prefix: str, values: dict[str, Any], schema: dict[str, Check]) -> None:
@@ -222,8 +229,16 @@ def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as a plain dict, or ConfigError naming the first bad value."""
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        # without Hydra's own node: parts of it (the sweep's job number) resolve only in a job
+        cfg = OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+        )
     config = {k: v for k, v in cfg.items() if k != "hydra"}
+    for key in config:
+        if key not in TOP and key not in GROUPS:
+            raise ConfigError(
+                f"{key} is not a key of the config; valid: {', '.join([*TOP, *GROUPS])}"
+            )
     for key, check in TOP.items():
         check(key, config.get(key))
     _check_benchmark(config["benchmark"], config["scenario"])
@@ -235,6 +250,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group("train", config["train"], TRAIN)
     strategy = _check_group_name("strategy", config["strategy"], STRATEGIES)
     check_hyperparameters(strategy, {k: v for k, v in config["strategy"].items() if k != "name"})
+    _check_group("data", config["data"], {"root": string})
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])
     return config

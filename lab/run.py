@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -43,6 +44,15 @@ def run_name(overrides: list[str]) -> str:
     return " ".join(kept) or "default"
 
 
+def share_cores(n_jobs: int | None) -> None:
+    """Give each of n_jobs parallel jobs its share of the cores: torch's default (every
+    core per job) oversubscribes the machine and slows a parallel sweep many times over."""
+    cores = os.cpu_count() or 1
+    if n_jobs:
+        jobs = cores if n_jobs < 0 else n_jobs
+        torch.set_num_threads(max(1, cores // jobs))
+
+
 def show_progress(setting: str | bool, multirun: bool) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -54,6 +64,7 @@ def main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
+    share_cores(OmegaConf.select(hydra_config, "launcher.n_jobs", default=None))
     try:
         config = validate(cfg)
         results = run_experiment(
@@ -78,6 +89,9 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:  # the sweep's other runs go on
             return None
         sys.exit(2)
+    finally:
+        if torch.cuda.is_available():  # the next run of a sweep in this process starts clean
+            torch.cuda.empty_cache()
     return results["metrics"]["acc"]
 
 

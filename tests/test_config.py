@@ -74,3 +74,60 @@ def test_unknown_group_option_lists_the_valid_ones(compose_cfg):
     with pytest.raises(MissingConfigException) as error:
         compose_cfg(["strategy=nope"])
     assert "naive" in str(error.value) and "joint" in str(error.value)
+
+
+ABLATIONS = {
+    "methods": {"strategy", "seed"},
+    "scenarios": {"scenario", "strategy", "seed"},
+    "ewc_lambda": {"strategy.lambda", "seed"},
+    "lwf_alpha_temperature": {"strategy.alpha", "strategy.temperature", "seed"},
+    "weight_decay_strength": {"strategy.strength", "seed"},
+    "training_regime": {
+        "optimizer.lr",
+        "train.batch_size",
+        "train.epochs",
+        "model.dropout",
+        "seed",
+    },
+}
+
+
+def compose_with_hydra(overrides):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_every_ablation_preset_is_listed_and_composes():
+    assert set(options("ablation")) == set(ABLATIONS)
+    for name, swept in ABLATIONS.items():
+        cfg = compose_with_hydra([f"+ablation={name}"])
+        assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
+        assert set(cfg.hydra.sweeper.params) == swept
+        assert cfg.hydra.sweep.dir.startswith(f"multirun/{name}")
+        validate(cfg)
+        for value in str(cfg.hydra.sweeper.params.get("strategy", "")).split(","):
+            if value:  # every swept strategy exists
+                validate(compose_with_hydra([f"+ablation={name}", f"strategy={value}"]))
+
+
+def test_strength_ablations_select_their_strategy():
+    assert compose_with_hydra(["+ablation=ewc_lambda"]).strategy.name == "ewc"
+    assert compose_with_hydra(["+ablation=lwf_alpha_temperature"]).strategy.name == "lwf"
+    assert compose_with_hydra(["+ablation=weight_decay_strength"]).strategy.name == "weight_decay"
+
+
+def test_launchers_compose():
+    joblib = compose_with_hydra(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+    assert joblib.hydra.launcher._target_.endswith("JoblibLauncher")
+    assert joblib.hydra.launcher.n_jobs == 2
+    slurm = compose_with_hydra(["hydra/launcher=slurm", "hydra.launcher.partition=gpu"])
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert slurm.hydra.launcher.partition == "gpu"
+    assert slurm.hydra.launcher.gpus_per_node == 1 and slurm.hydra.launcher.timeout_min == 60
+
+
+def test_unknown_top_level_key(compose_cfg):
+    with pytest.raises(ConfigError, match="seeed is not a key of the config; valid: scenario"):
+        validate(compose_cfg(["+seeed=1"]))

@@ -52,7 +52,7 @@ def test_digits_run_writes_the_run_directory_contract(tmp_path):
     final = results["acc_matrix"][-1]
     assert results["metrics"]["acc"] == pytest.approx(sum(final) / 5)
     assert results["config"]["train"]["epochs"] == 10
-    assert set(results["timing"]) == {"total_s", "train_s", "eval_s"}
+    assert set(results["timing"]) == {"total_s", "train_s", "eval_s", "started_at", "finished_at"}
     assert set(results["versions"]) == {"lab", "torch", "python"}
     with open(run_dir / "acc_matrix.csv") as f:
         rows = list(csv.reader(f))
@@ -83,6 +83,26 @@ def test_multirun_sweeps_seeds_without_progress_bars(tmp_path):
     ]
     assert seeds == [0, 1]
     assert "task 0:" not in done.stderr  # no tqdm bar in multirun
+
+
+def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = lab_run(
+        "-m",
+        *FAST,
+        "train.epochs=60",
+        "seed=0,1",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = (json.loads((sweep / str(i) / "results.json").read_text()) for i in (0, 1))
+    assert first["status"] == second["status"] == "complete"
+    # each started before the other finished: they ran at the same time
+    assert first["timing"]["started_at"] < second["timing"]["finished_at"]
+    assert second["timing"]["started_at"] < first["timing"]["finished_at"]
 
 
 def test_installed_wheel_finds_its_configs(tmp_path):

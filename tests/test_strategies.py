@@ -47,7 +47,7 @@ def test_ewc_penalty_value_and_gradient_for_a_hand_set_fisher():
     expected = 1.0 * 0.1**2 + 2.0 * 0.2**2 + 0.5 * 0.3**2
     assert ewc.penalty(model).item() == pytest.approx(expected)
     ce = torch.tensor(0.7)
-    assert float(ewc.loss(model, None, None, None, ce)) == pytest.approx(0.7 + 4.0 / 2 * expected)
+    assert ewc.loss(model, None, None, None, ce).item() == pytest.approx(0.7 + 4.0 / 2 * expected)
     ewc.loss(model, None, None, None, ce).backward()
     # d/dtheta lambda/2 F (theta - theta*)^2 = lambda F (theta - theta*)
     expected_grad = 4.0 * torch.tensor([1.0 * 0.1, 2.0 * -0.2, 0.5 * 0.3])

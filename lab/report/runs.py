@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,12 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
                 )
     if not found:
         raise LabError(f"no results.json at or below {', '.join(paths)}")
-    return sorted(found)
+    return sorted(found, key=_natural)
+
+
+def _natural(path: Path) -> list:
+    """Sort key that puts multirun job 2 before job 10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
 
 
 def load_runs(dirs: list[Path]) -> list[Run]:
@@ -116,9 +122,8 @@ def group_runs(runs: list[Run]) -> tuple[dict[tuple[str, str], list[Group]], lis
     tables: dict[tuple[str, str], list[Group]] = defaultdict(list)
     for group in groups.values():
         tables[(group.benchmark, group.scenario)].append(group)
-    for table in tables.values():
+    for table in tables.values():  # groups stay in the order of their first run (the sweep's)
         _label(table)
-        table.sort(key=lambda g: g.label)
     return dict(sorted(tables.items())), incomplete
 
 
