@@ -41,19 +41,25 @@ def _best(groups: list[Group]) -> dict[str, float]:
     return best
 
 
+def _cells(group: Group, best: dict[str, float], pm: str, bold, missing: str) -> list[str]:
+    """One "mean pm std" cell per column, `bold` applied to the best mean of the table."""
+    cells = []
+    for metric, _, _ in COLUMNS:
+        stats = mean_std(group.values(metric))
+        if stats is None:
+            cells.append(missing)
+            continue
+        cell = f"{stats[0]:.1f} {pm} {stats[1]:.1f}"
+        cells.append(bold(cell) if round(stats[0], 1) == best.get(metric) else cell)
+    return cells
+
+
 def markdown_table(groups: list[Group]) -> str:
     best = _best(groups)
     lines = ["| Method | " + " | ".join(t for _, t, _ in COLUMNS) + " | Seeds |"]
     lines.append("|---|" + "---:|" * len(COLUMNS) + "---:|")
     for group in groups:
-        cells = []
-        for metric, _, _ in COLUMNS:
-            stats = mean_std(group.values(metric))
-            if stats is None:
-                cells.append("–")
-                continue
-            cell = f"{stats[0]:.1f} ± {stats[1]:.1f}"
-            cells.append(f"**{cell}**" if round(stats[0], 1) == best.get(metric) else cell)
+        cells = _cells(group, best, "±", lambda cell: f"**{cell}**", "–")
         lines.append(f"| {group.label} | " + " | ".join(cells) + f" | {len(group.runs)} |")
     return "\n".join(lines)
 
@@ -76,14 +82,7 @@ def latex_table(groups: list[Group], caption: str) -> str:
         r"\midrule",
     ]
     for group in groups:
-        cells = []
-        for metric, _, _ in COLUMNS:
-            stats = mean_std(group.values(metric))
-            if stats is None:
-                cells.append("--")
-                continue
-            cell = f"{stats[0]:.1f} $\\pm$ {stats[1]:.1f}"
-            cells.append(rf"\textbf{{{cell}}}" if round(stats[0], 1) == best.get(metric) else cell)
+        cells = _cells(group, best, "$\\pm$", lambda cell: rf"\textbf{{{cell}}}", "--")
         lines.append(f"{_tex(group.label)} & " + " & ".join(cells) + rf" & {len(group.runs)} \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines)

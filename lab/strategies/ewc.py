@@ -160,7 +160,7 @@ class EWC(Strategy):
 
     def __init__(
         self,
-        lambda_: float = 100.0,
+        lambda_: float = 1000.0,
         fisher: str = "empirical",
         fisher_samples: int | None = None,
         mode: str = "separate",
@@ -248,7 +248,7 @@ class OnlineEWC(EWC):
 
     def __init__(
         self,
-        lambda_: float = 100.0,
+        lambda_: float = 1000.0,
         fisher: str = "empirical",
         fisher_samples: int | None = None,
         gamma: float = 1.0,

@@ -25,7 +25,7 @@ from lab.strategies.base import Batch, Strategy, penalised_parameters
 class L2(Strategy):
     name = "l2"
 
-    def __init__(self, lambda_: float = 1.0):
+    def __init__(self, lambda_: float = 10.0):
         if not isinstance(lambda_, int | float) or lambda_ < 0:
             raise ConfigError(f"strategy.lambda={lambda_!r} is invalid; valid: a number >= 0")
         self.lambda_ = float(lambda_)

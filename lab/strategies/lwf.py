@@ -45,7 +45,7 @@ def distillation_loss(new_logits: Tensor, old_logits: Tensor, temperature: float
 class LwF(Strategy):
     name = "lwf"
 
-    def __init__(self, alpha: float = 1.0, temperature: float = 2.0, weighting: str = "alpha"):
+    def __init__(self, alpha: float = 2.0, temperature: float = 2.0, weighting: str = "alpha"):
         if not isinstance(alpha, int | float) or alpha < 0:
             raise ConfigError(f"strategy.alpha={alpha!r} is invalid; valid: a number >= 0")
         if not isinstance(temperature, int | float) or temperature <= 0:

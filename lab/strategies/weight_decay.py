@@ -25,7 +25,7 @@ from lab.strategies.base import Strategy
 class WeightDecay(Strategy):
     name = "weight_decay"
 
-    def __init__(self, strength: float = 1e-3, decoupled: bool | None = None):
+    def __init__(self, strength: float = 1e-4, decoupled: bool | None = None):
         if not isinstance(strength, int | float) or strength < 0:
             raise ConfigError(f"strategy.strength={strength!r} is invalid; valid: a number >= 0")
         if decoupled is not None and not isinstance(decoupled, bool):
