@@ -60,7 +60,7 @@ def show_progress(setting: str | bool, multirun: bool) -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
@@ -93,6 +93,58 @@ def main(cfg: DictConfig) -> float | None:
         if torch.cuda.is_available():  # the next run of a sweep in this process starts clean
             torch.cuda.empty_cache()
     return results["metrics"]["acc"]
+
+
+def groups() -> set[str]:
+    """The config groups under conf/ (e.g. strategy, hydra/launcher)."""
+    root = Path(config_dir())
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir()}
+
+
+def unknown_override(overrides: list[str]) -> str | None:
+    """One line naming a key the command line sets but the config does not have, with the
+    valid keys; None when every key exists (or when Hydra will explain the problem itself).
+
+    Hydra reports such a typo over several lines without the valid keys; this check runs
+    first, on the config composed with the command's group choices.
+    """
+    from hydra import compose, initialize_config_dir
+
+    pairs = [o.split("=", 1) for o in overrides if "=" in o and not o.startswith(("+", "~"))]
+    keys = [k for k, _ in pairs if not k.startswith("hydra")]
+    choices = [f"{k}={v}" for k, v in pairs if k in groups()]
+    choices += [o for o in overrides if o.startswith("+") and o[1:].split("=")[0] in groups()]
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=choices)
+    except Exception:  # noqa: BLE001 - Hydra will report it with its own message
+        return None
+    for key in keys:
+        if key in groups() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+            continue
+        parts = key.split(".")
+        depth = 0  # the first part of the path that does not exist
+        while OmegaConf.select(cfg, ".".join(parts[: depth + 1]), default=_MISSING) is not _MISSING:
+            depth += 1
+        parent = ".".join(parts[:depth])
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if not isinstance(node, DictConfig):
+            return f"{key}: {parent} is a value, it has no keys"
+        bad = ".".join(parts[: depth + 1])
+        return f"{bad} is not a key of {parent or 'the config'}; valid: {', '.join(map(str, node))}"
+    return None
+
+
+_MISSING = object()
+
+
+def main() -> None:
+    """`lab-run`: checks the override keys, then runs the Hydra app."""
+    problem = unknown_override([a for a in sys.argv[1:] if not a.startswith("-")])
+    if problem:
+        print(f"lab-run: error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
 
 
 if __name__ == "__main__":

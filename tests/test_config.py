@@ -131,3 +131,44 @@ def test_launchers_compose():
 def test_unknown_top_level_key(compose_cfg):
     with pytest.raises(ConfigError, match="seeed is not a key of the config; valid: scenario"):
         validate(compose_cfg(["+seeed=1"]))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimzer.lr=0.1"], "optimzer is not a key of the config; valid: benchmark, model"),
+        (
+            ["optimizer.lrr=0.1"],
+            "optimizer.lrr is not a key of optimizer; valid: name, lr, momentum",
+        ),
+        (["seeed=1"], "seeed is not a key of the config; valid: benchmark"),
+        (
+            ["strategy=ewc", "strategy.lamda=3"],
+            "strategy.lamda is not a key of strategy; valid: name, lambda",
+        ),
+        (["seed.x=1"], "seed.x: seed is a value, it has no keys"),
+    ],
+)
+def test_mistyped_override_keys_are_named_with_the_valid_ones(overrides, message):
+    from lab.run import unknown_override
+
+    assert unknown_override(overrides).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["strategy=ewc", "strategy.lambda=3", "seed=0,1,2"],
+        ["+ablation=ewc_lambda", "strategy.lambda=5"],
+        [
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "benchmark.class_order=[1,0,2,3,4,5,6,7,8,9]",
+        ],
+        ["+strategy.new_key=1"],  # appending is the user's explicit choice; validate() judges it
+    ],
+)
+def test_valid_overrides_pass_the_key_check(overrides):
+    from lab.run import unknown_override
+
+    assert unknown_override(overrides) is None

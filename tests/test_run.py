@@ -74,6 +74,16 @@ def test_bad_value_is_one_line_and_exit_2(tmp_path):
     assert results["status"] == "failed" and "optimizer.lr=-1" in results["error"]
 
 
+def test_mistyped_key_is_one_line_and_exit_2(tmp_path):
+    done = lab_run("optimizer.lrr=0.1", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "lab-run: error: optimizer.lrr is not a key of optimizer; "
+        "valid: name, lr, momentum, weight_decay, decoupled_weight_decay"
+    ]
+    assert not (tmp_path / "outputs").exists()  # nothing ran
+
+
 def test_multirun_sweeps_seeds_without_progress_bars(tmp_path):
     done = lab_run("-m", *FAST, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
