@@ -161,7 +161,7 @@ def test_l2_penalty_value_and_gradient():
     with torch.no_grad():
         model.heads[0].bias[0] += 0.5
         model.backbone.layers[1].weight[0, 0] -= 0.2
-    assert float(l2.penalty(model)) == pytest.approx(0.5**2 + 0.2**2)
+    assert l2.penalty(model).item() == pytest.approx(0.5**2 + 0.2**2)
     l2.loss(model, None, None, None, torch.tensor(0.0)).backward()
     assert float(model.heads[0].bias.grad[0]) == pytest.approx(3.0 * 0.5)
     assert float(model.backbone.layers[1].weight.grad[0, 0]) == pytest.approx(3.0 * -0.2)
