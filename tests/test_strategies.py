@@ -203,20 +203,20 @@ def test_lwf_loss_against_a_hand_computed_kl(digits_stream):
     expected_kd = kl_by_hand(logits[:, :4], old[:, :4], 2.0)  # old classes only (class-IL)
     ce = F.cross_entropy(logits, batch.y)
     loss = lwf.loss(model, batch, features, logits, ce)
-    assert float(loss) == pytest.approx(float(ce) + 0.7 * expected_kd, rel=1e-5)
+    assert loss.item() == pytest.approx(ce.item() + 0.7 * expected_kd, rel=1e-5)
     # the new classes' outputs do not enter the distillation
     shifted = logits.detach().clone()
     shifted[:, 4:] += 5.0
-    assert float(lwf.distillation(model, batch, features, shifted)) == pytest.approx(
+    assert lwf.distillation(model, batch, features, shifted).item() == pytest.approx(
         expected_kd, rel=1e-5
     )
 
     vdv = LwF(weighting="van_de_ven")
     vdv.before_task(model, tasks[2], tasks[:3])
     vdv.teacher = lwf.teacher
-    kd = float(vdv.distillation(model, batch, features, logits))
-    assert float(vdv.loss(model, batch, features, logits, ce)) == pytest.approx(
-        float(ce) / 3 + (1 - 1 / 3) * kd, rel=1e-6
+    kd = vdv.distillation(model, batch, features, logits).item()
+    assert vdv.loss(model, batch, features, logits, ce).item() == pytest.approx(
+        ce.item() / 3 + (1 - 1 / 3) * kd, rel=1e-6
     )
 
 
@@ -233,7 +233,7 @@ def test_lwf_task_il_averages_over_old_heads(digits_stream):
         kl_by_hand(model(batch.x, t), lwf.teacher(batch.x, t).detach(), 1.0) for t in (0, 1)
     ]
     features = model.backbone(batch.x)
-    got = float(lwf.distillation(model, batch, features, model.classify(features, 2)))
+    got = lwf.distillation(model, batch, features, model.classify(features, 2)).item()
     assert got == pytest.approx(sum(per_head) / 2, rel=1e-5)
 
 
@@ -279,7 +279,7 @@ def test_weight_decay_sets_the_optimizer():
     params[0].grad = torch.tensor([0.5])
     opt.step()
     # theta <- theta (1 - lr * wd) - lr * g = 1 * 0.98 - 0.05
-    assert float(params[0]) == pytest.approx(0.93)
+    assert params[0].item() == pytest.approx(0.93)
 
 
 def test_other_strategies_keep_the_optimizer_weight_decay(fast_config):
