@@ -102,17 +102,24 @@ def groups() -> set[str]:
 
 
 def unknown_override(overrides: list[str]) -> str | None:
-    """One line naming a key the command line sets but the config does not have, with the
-    valid keys; None when every key exists (or when Hydra will explain the problem itself).
+    """One line naming an option of a config group, or a key, that the command line sets
+    but the config does not have, with the valid ones; None when all exist (or when Hydra
+    will explain the problem itself).
 
-    Hydra reports such a typo over several lines without the valid keys; this check runs
+    Hydra reports such a typo over several lines, without the valid keys; this check runs
     first, on the config composed with the command's group choices.
     """
     from hydra import compose, initialize_config_dir
 
+    for key, value in (o.lstrip("+").split("=", 1) for o in overrides if "=" in o):
+        if key in groups() and not key.startswith("hydra"):  # hydra/* options come from plugins
+            valid = sorted(p.stem for p in (Path(config_dir()) / key).glob("*.yaml"))
+            for option in value.split(","):  # a sweep: strategy=naive,ewc
+                if option not in valid:
+                    return f"{key}={option} is not an option of {key}; valid: {', '.join(valid)}"
     pairs = [o.split("=", 1) for o in overrides if "=" in o and not o.startswith(("+", "~"))]
     keys = [k for k, _ in pairs if not k.startswith("hydra")]
-    choices = [f"{k}={v}" for k, v in pairs if k in groups()]
+    choices = [f"{k}={v.split(',')[0]}" for k, v in pairs if k in groups()]  # a sweep's first
     choices += [o for o in overrides if o.startswith("+") and o[1:].split("=")[0] in groups()]
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):

@@ -147,6 +147,10 @@ def test_unknown_top_level_key(compose_cfg):
             "strategy.lamda is not a key of strategy; valid: name, lambda",
         ),
         (["seed.x=1"], "seed.x: seed is a value, it has no keys"),
+        (["strategy=nope"], "strategy=nope is not an option of strategy; valid: ewc, joint, l2"),
+        (["strategy=naive,ewcc"], "strategy=ewcc is not an option of strategy; valid: ewc"),
+        (["+ablation=method"], "ablation=method is not an option of ablation; valid: ewc_lambda"),
+        (["strategy=naive,ewc", "strategy.lamda=1"], "strategy.lamda is not a key of strategy"),
     ],
 )
 def test_mistyped_override_keys_are_named_with_the_valid_ones(overrides, message):
