@@ -73,7 +73,7 @@ def train_task(
     steps = settings.iterations or settings.epochs * math.ceil(n / settings.batch_size)
     mask = _class_mask(model, seen) if scenario == "class" and settings.seen_classes_only else None
     model.train()
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []  # detached: no device sync per step
     order, position = None, n
     bar = tqdm(total=steps, desc=f"task {task.id}", leave=False, disable=not progress)
     for _ in range(steps):
@@ -91,12 +91,13 @@ def train_task(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
+        losses.append(loss.detach())
         bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        if progress:
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     strategy.after_task(model, task, seen)
-    return losses
+    return torch.stack(losses).tolist() if losses else []
 
 
 @dataclass

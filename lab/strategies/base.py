@@ -62,11 +62,17 @@ class Strategy:
     """Plain sequential fine-tuning; subclasses override the hooks they need."""
 
     name = "naive"
-    generator: torch.Generator = torch.Generator().manual_seed(0)
+
+    @property
+    def generator(self) -> torch.Generator:
+        """This strategy's own generator (seed 0 until set_seed), never shared."""
+        if "_generator" not in self.__dict__:
+            self._generator = torch.Generator().manual_seed(0)
+        return self._generator
 
     def set_seed(self, seed: int) -> None:
         """Seed the strategy's own random draws (apart from the training order's)."""
-        self.generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(seed)
 
     def optimizer_settings(self, settings: OptimizerSettings) -> OptimizerSettings:
         """The settings of the optimizer made for each task: by default the configured ones."""

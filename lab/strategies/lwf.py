@@ -61,11 +61,14 @@ class LwF(Strategy):
         self.weighting = weighting
         self.teacher: Classifier | None = None
         self.old_tasks: list[Task] = []
+        self.old_outputs = torch.empty(0, dtype=torch.long)  # the head outputs they use
         self.tasks_so_far = 0
 
     def before_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         self.tasks_so_far = len(seen)
         self.old_tasks = seen[:-1]
+        known = sorted({o for t in self.old_tasks for o in t.outputs})
+        self.old_outputs = torch.tensor(known, dtype=torch.long, device=task.train_y.device)
         self.teacher = None
         if self.old_tasks:
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
@@ -86,10 +89,9 @@ class LwF(Strategy):
             ).mean()
         with torch.no_grad():
             old_logits = self.teacher.classify(old_features)
-        known = sorted({o for t in self.old_tasks for o in t.outputs})
-        if len(known) < logits.shape[1]:  # class-IL: only the earlier tasks' classes
-            index = torch.tensor(known, device=logits.device)
-            logits, old_logits = logits[:, index], old_logits[:, index]
+        if len(self.old_outputs) < logits.shape[1]:  # class-IL: only earlier tasks' classes
+            logits = logits[:, self.old_outputs]
+            old_logits = old_logits[:, self.old_outputs]
         return distillation_loss(logits, old_logits, T)
 
     def loss(
