@@ -22,7 +22,7 @@ from lab.strategies import STRATEGIES, check_hyperparameters
 from lab.tracking.wandb_run import MODES as WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
-ENGINES = ("lab",)
+ENGINES = ("lab", "avalanche")
 LOGGERS = ("none", "wandb")
 PROGRESS = ("auto", True, False)
 
@@ -119,6 +119,12 @@ MODEL_COMMON = {
 MODEL = {
     "mlp": {**MODEL_COMMON, "hidden_sizes": int_list},
     "cnn": {**MODEL_COMMON, "channels": int_list, "hidden_size": integer(minimum=1)},
+    "resnet18": {
+        "name": one_of(MODELS),
+        "init": one_of(INITIALISATIONS),
+        "weights": lambda key, value: value is None or string(key, value),
+        "small_input": boolean,
+    },
 }
 OPTIMIZER = {
     "name": one_of(OPTIMIZERS),
@@ -133,7 +139,11 @@ TRAIN = {
     "batch_size": integer(minimum=1),
     "eval_batch_size": integer(minimum=1),
     "seen_classes_only": boolean,
+    "augment": anything,  # AUGMENT
 }
+AUGMENT = {"crop_padding": integer(minimum=0), "flip": boolean, "noise_std": number(0.0)}
+# Digits and characters mirrored are other symbols (or none)
+NOT_FLIPPABLE = ("digits", "mnist", "kmnist")
 
 
 def optional_string(key: str, value: Any) -> None:
@@ -170,7 +180,17 @@ TOP = {
     "progress": one_of(PROGRESS),
     "keep_checkpoint": boolean,
 }
-GROUPS = ("benchmark", "model", "strategy", "optimizer", "logger", "train", "data")
+GROUPS = (
+    "benchmark",
+    "model",
+    "strategy",
+    "optimizer",
+    "pretrain",
+    "finetune",
+    "logger",
+    "train",
+    "data",
+)
 
 
 def _check_group(prefix: str, values: dict[str, Any], schema: dict[str, Check]) -> None:
@@ -197,20 +217,30 @@ def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
     _check_group("benchmark", b, BENCHMARK[stream])
     num_classes = NUM_CLASSES[b["dataset"]]
     if stream == "split":
-        if b["num_tasks"] > num_classes:
-            _fail(
-                "benchmark.num_tasks",
-                b["num_tasks"],
-                f"1..{num_classes} ({b['dataset']} has {num_classes} classes)",
-            )
         order = b.get("class_order")
-        if order is not None and sorted(order) != list(range(num_classes)):
-            _fail("benchmark.class_order", order, f"a permutation of 0..{num_classes - 1}, or null")
-        if scenario == "domain" and num_classes % b["num_tasks"]:
+        if order is not None and (
+            not isinstance(order, list)
+            or len(set(order)) != len(order)
+            or not set(order) <= set(range(num_classes))
+        ):
+            _fail(
+                "benchmark.class_order",
+                order,
+                f"distinct classes of 0..{num_classes - 1} (all of them, or the subset the "
+                "stream uses), or null",
+            )
+        used = len(order) if order is not None else num_classes
+        if b["num_tasks"] > used:
             _fail(
                 "benchmark.num_tasks",
                 b["num_tasks"],
-                f"a divisor of {num_classes} in "
+                f"1..{used} (the stream has {used} classes)",
+            )
+        if scenario == "domain" and used % b["num_tasks"]:
+            _fail(
+                "benchmark.num_tasks",
+                b["num_tasks"],
+                f"a divisor of {used} in "
                 "domain-IL (the shared head needs the same number of classes in every task)",
             )
     angles = b.get("angles")
@@ -224,6 +254,138 @@ def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
         )
     ):
         _fail("benchmark.angles", angles, f"null or a list of {b['num_tasks']} angles in degrees")
+
+
+def class_list(key: str, value: Any) -> None:
+    if value is not None and (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+        or len(set(value)) != len(value)
+    ):
+        _fail(key, value, "null or a list of distinct class labels, e.g. [0,1,2,3,4]")
+
+
+PRETRAIN = {
+    "none": {"name": anything},
+    "source": {
+        "name": anything,
+        "dataset": one_of(LOADERS),
+        "classes": class_list,
+        "epochs": integer(minimum=1),
+        "batch_size": integer(minimum=1),
+        "optimizer": anything,  # OPTIMIZER, checked in _check_pretrain
+    },
+    "file": {
+        "name": anything,
+        "path": string,
+        "dataset": lambda key, value: value is None or one_of(LOADERS)(key, value),
+        "classes": class_list,
+    },
+}
+
+
+def _check_pretrain(pretrain: dict[str, Any]) -> None:
+    if pretrain["name"] == "file" and pretrain["path"] == "???":
+        _fail("pretrain.path", "???", "the path of a state_dict or a lab checkpoint.pt (required)")
+    if pretrain["name"] == "source":
+        _check_group_name("pretrain.optimizer", pretrain["optimizer"], OPTIMIZERS)
+        _check_group("pretrain.optimizer", pretrain["optimizer"], OPTIMIZER)
+    if pretrain.get("dataset") is not None and pretrain.get("classes") is not None:
+        labels = NUM_CLASSES[pretrain["dataset"]]
+        if max(pretrain["classes"]) >= labels:
+            _fail("pretrain.classes", pretrain["classes"], f"labels of 0..{labels - 1}")
+
+
+FINETUNE_MODES = ("full", "freeze", "linear_probe", "lora")
+
+
+def int_or_names(key: str, value: Any) -> None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(key, value, "a number of layer groups >= 0, or a list of module names")
+
+
+def optional_names(key: str, value: Any) -> None:
+    if value is not None:
+        string_list(key, value)
+
+
+FINETUNE = {
+    "mode": one_of(FINETUNE_MODES),
+    "freeze": int_or_names,
+    "lora": anything,  # LORA
+    "head_lr_scale": number(0.0),
+    "backbone_lr_scale": number(0.0),
+    "layer_decay": number(0.0, low_open=True),
+    "unfreeze_every": integer(minimum=1, optional=True),
+}
+LORA = {
+    "rank": integer(minimum=1),
+    "alpha": number(0.0, low_open=True),
+    "dropout": number(0.0, 1.0),
+    "targets": optional_names,
+}
+DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and lora
+    "mode": "full",
+    "head_lr_scale": 1.0,
+    "backbone_lr_scale": 1.0,
+    "layer_decay": 1.0,
+    "unfreeze_every": None,
+}
+
+
+# Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
+AVALANCHE_ONLY = {
+    "si": {"name": anything, "lambda": number(0.0), "eps": number(0.0, low_open=True)},
+    "mas": {"name": anything, "lambda": number(0.0), "alpha": number(0.0, 1.0)},
+    "replay": {"name": anything, "mem_size": integer(minimum=1)},
+    "gem": {
+        "name": anything,
+        "patterns_per_exp": integer(minimum=1),
+        "memory_strength": number(0.0),
+    },
+    "agem": {
+        "name": anything,
+        "patterns_per_exp": integer(minimum=1),
+        "sample_size": integer(minimum=1),
+    },
+}
+
+
+def _check_engine(config: dict[str, Any]) -> None:
+    """What each engine cannot run: the other engine's strategies and options."""
+    strategy = config["strategy"]
+    if config["engine"] == "lab":
+        if strategy["name"] in AVALANCHE_ONLY:
+            raise ConfigError(
+                f"strategy={strategy['name']} needs engine=avalanche (the lab engine "
+                f"implements: {', '.join(STRATEGIES)})"
+            )
+        return
+    regime = {k: v for k, v in config["finetune"].items() if k not in ("freeze", "lora")}
+    if config["pretrain"]["name"] != "none" or regime != DEFAULT_REGIME:
+        raise ConfigError(
+            "pretrain and finetune run on the lab engine; valid with engine=avalanche: "
+            "pretrain=none and the default finetune (mode full, no lr scales, no unfreezing)"
+        )
+    if config["train"]["augment"] != {"crop_padding": 0, "flip": False, "noise_std": 0.0}:
+        raise ConfigError(
+            "train.augment runs on the lab engine; valid with engine=avalanche: no augmentation"
+        )
+    unsupported = {  # key: (value, the only value Avalanche can run, as YAML writes it)
+        "train.iterations": (config["train"]["iterations"], None, "null"),
+        "train.seen_classes_only": (config["train"]["seen_classes_only"], False, "false"),
+        "strategy.fisher": (strategy.get("fisher", "empirical"), "empirical", "empirical"),
+        "strategy.fisher_samples": (strategy.get("fisher_samples"), None, "null"),
+        "strategy.weighting": (strategy.get("weighting", "alpha"), "alpha", "alpha"),
+    }
+    for key, (value, only, shown) in unsupported.items():
+        if value != only:
+            raise ConfigError(
+                f"{key}={value!r} has no Avalanche equivalent; valid with engine=avalanche: {shown}"
+            )
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -248,8 +410,25 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group_name("optimizer", config["optimizer"], OPTIMIZERS)
     _check_group("optimizer", config["optimizer"], OPTIMIZER)
     _check_group("train", config["train"], TRAIN)
-    strategy = _check_group_name("strategy", config["strategy"], STRATEGIES)
-    check_hyperparameters(strategy, {k: v for k, v in config["strategy"].items() if k != "name"})
+    _check_group("train.augment", config["train"]["augment"], AUGMENT)
+    dataset = config["benchmark"]["dataset"]
+    if config["train"]["augment"]["flip"] and dataset in NOT_FLIPPABLE:
+        _fail(
+            "train.augment.flip", True, f"false for {dataset} (mirrored digits are other symbols)"
+        )
+    pretrain = _check_group_name("pretrain", config["pretrain"], PRETRAIN)
+    _check_group("pretrain", config["pretrain"], PRETRAIN[pretrain])
+    _check_pretrain(config["pretrain"])
+    _check_group("finetune", config["finetune"], FINETUNE)
+    _check_group("finetune.lora", config["finetune"]["lora"], LORA)
+    strategy = _check_group_name("strategy", config["strategy"], [*STRATEGIES, *AVALANCHE_ONLY])
+    if strategy in AVALANCHE_ONLY:
+        _check_group("strategy", config["strategy"], AVALANCHE_ONLY[strategy])
+    else:
+        check_hyperparameters(
+            strategy, {k: v for k, v in config["strategy"].items() if k != "name"}
+        )
+    _check_engine(config)
     _check_group("data", config["data"], {"root": string})
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])

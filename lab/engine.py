@@ -10,16 +10,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from lab import finetune as ft
+from lab.augment import Augment
 from lab.data import Stream, Task
-from lab.models import Classifier
+from lab.models import SOURCE, Classifier
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.strategies import Strategy
+from lab.strategies.base import Batch
 
 
 @dataclass
@@ -29,6 +32,7 @@ class TrainSettings:
     batch_size: int = 128
     eval_batch_size: int = 4096
     seen_classes_only: bool = False  # class-IL: softmax over the classes seen so far
+    augment: Augment = field(default_factory=Augment)
 
 
 @torch.inference_mode()
@@ -51,8 +55,17 @@ def _class_mask(model: Classifier, seen: list[Task]) -> torch.Tensor:
     """-inf on the class-IL outputs of classes not seen yet, 0 elsewhere."""
     width = model.heads[0].out_features
     mask = torch.full((width,), float("-inf"), device=model.heads[0].weight.device)
-    mask[[c for t in seen for c in t.outputs]] = 0.0
+    mask[[c for t in seen if t.id != SOURCE for c in t.outputs]] = 0.0
     return mask
+
+
+def _routing(model: Classifier, data: Batch) -> int | str | None:
+    """What `classify` needs to know of a task's batches: nothing (one shared head), the
+    one task id of all of them, or one id per sample (joint training over several heads)."""
+    ids = data.task_ids.unique().tolist()
+    if not model.multi_head and SOURCE not in ids:
+        return None
+    return ids[0] if len(ids) == 1 else "per sample"
 
 
 def train_task(
@@ -65,25 +78,37 @@ def train_task(
     generator: torch.Generator,
     scenario: str,
     progress: bool = False,
+    finetune: ft.Finetune | None = None,
+    augment_generator: torch.Generator | None = None,
 ) -> list[float]:
-    """Train on one task; returns the loss of every optimizer step."""
+    """Train on one task; returns the loss of every optimizer step.
+
+    `finetune` (lab.finetune) unfreezes layer groups progressively if it says so;
+    `augment_generator` (on the data's device) draws settings.augment's randomness."""
     strategy.before_task(model, task, seen)
     data = strategy.training_data(task, seen)
     n = len(data)
     steps = settings.iterations or settings.epochs * math.ceil(n / settings.batch_size)
     mask = _class_mask(model, seen) if scenario == "class" and settings.seen_classes_only else None
+    routing = _routing(model, data)
+    progressive = finetune is not None and finetune.unfreeze_every is not None
+    augment = settings.augment if settings.augment.active else None
     model.train()
     losses: list[torch.Tensor] = []  # detached: no device sync per step
-    order, position = None, n
+    order, position, epoch = None, n, -1
     bar = tqdm(total=steps, desc=f"task {task.id}", leave=False, disable=not progress)
     for _ in range(steps):
         if position >= n:  # a new epoch: reshuffle (on the CPU, so any device gives one order)
             order = torch.randperm(n, generator=generator).to(data.y.device)
-            position = 0
+            position, epoch = 0, epoch + 1
+            if progressive:
+                ft.unfreeze(model, finetune, epoch)
         batch = data.select(order[position : position + settings.batch_size])
         position += settings.batch_size
+        if augment is not None:
+            batch = Batch(augment(batch.x, augment_generator), batch.y, batch.task_ids)
         features = model.backbone(batch.x)
-        logits = model.classify(features, batch.task_ids if model.multi_head else None)
+        logits = model.classify(features, batch.task_ids if routing == "per sample" else routing)
         if mask is not None:
             logits = logits + mask
         ce = F.cross_entropy(logits, batch.y)
@@ -96,6 +121,8 @@ def train_task(
         if progress:
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
+    if progressive:
+        ft.unfreeze(model, finetune, None)
     strategy.after_task(model, task, seen)
     return torch.stack(losses).tolist() if losses else []
 
@@ -107,6 +134,7 @@ class TaskResult:
     losses: list[float]
     train_s: float
     eval_s: float
+    source_accuracy: float | None = None  # the pre-training source's (lab.pretrain)
 
 
 def train_stream(
@@ -119,29 +147,48 @@ def train_stream(
     start_task: int = 0,
     on_task_end: Callable[[TaskResult], None] | None = None,
     progress: bool = False,
+    source: Task | None = None,
+    finetune: ft.Finetune | None = None,
+    augment_generator: torch.Generator | None = None,
 ) -> list[list[float]]:
     """Train on stream.tasks[start_task:] in order; returns the rows of the accuracy matrix.
 
     `on_task_end` sees each row as soon as it is known (to save results as the run goes).
+    A pre-training `source` counts as a task seen before the stream (LwF distils its head,
+    joint trains on it) and is evaluated after every task. Each task's optimizer has the
+    learning rate of each layer group that `finetune` sets.
     """
+    finetune = finetune or ft.Finetune()
+    earlier = [source] if source is not None else []
     rows = []
     for i in range(start_task, len(stream.tasks)):
-        seen = stream.tasks[: i + 1]
+        seen = earlier + stream.tasks[: i + 1]
         started = time.perf_counter()
+        settings_i = strategy.optimizer_settings(optimizer)
         losses = train_task(
             model,
             strategy,
             stream.tasks[i],
             seen,
-            make_optimizer(model.parameters(), strategy.optimizer_settings(optimizer)),
+            make_optimizer(ft.param_groups(model, finetune, settings_i.lr), settings_i),
             settings,
             generator,
             stream.scenario,
             progress,
+            finetune,
+            augment_generator,
         )
         trained = time.perf_counter()
-        row = evaluate(model, stream.tasks, settings.eval_batch_size)
-        result = TaskResult(i, row, losses, trained - started, time.perf_counter() - trained)
+        accuracies = evaluate(model, stream.tasks + earlier, settings.eval_batch_size)
+        row = accuracies[: len(stream.tasks)]
+        result = TaskResult(
+            i,
+            row,
+            losses,
+            trained - started,
+            time.perf_counter() - trained,
+            accuracies[-1] if source is not None else None,
+        )
         rows.append(row)
         if on_task_end is not None:
             on_task_end(result)

@@ -19,12 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from lab import finetune as ft
+from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Stream, build_stream, load_dataset
-from lab.engine import TaskResult, TrainSettings, evaluate, train_stream
+from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError
 from lab.models import Classifier, build_model
-from lab.optim import OptimizerSettings
+from lab.optim import OptimizerSettings, make_optimizer
+from lab.pretrain import load_weights, make_source
 from lab.strategies import Strategy, build_strategy
 from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
 from lab.tracking.wandb_run import WandbRun
@@ -67,39 +70,117 @@ def task_names(stream: Stream) -> list[str]:
     return [f"T{t.id} ({t.description})" for t in stream.tasks]
 
 
+def with_source_column(results: dict[str, Any]) -> tuple[list[list[float]], list[float]]:
+    """The accuracy matrix and init row, with the pre-training source's accuracy as a last
+    column when the run has a source (results["pretrain"])."""
+    matrix, init = results["acc_matrix"], results["init_acc"]
+    source = results.get("pretrain")
+    if not source:
+        return matrix, init
+    return [[*r, a] for r, a in zip(matrix, source["acc"], strict=True)], [
+        *init,
+        source["init_acc"],
+    ]
+
+
+def _percentages(metrics: dict[str, float | None]) -> str:
+    return ", ".join(f"{k}={'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in metrics.items())
+
+
 def format_summary(results: dict[str, Any]) -> str:
     """The accuracy matrix (in %) and the metrics, as printed at the end of a run."""
-    matrix = results["acc_matrix"]
-    n = len(results["tasks"])
+    matrix, init = with_source_column(results)
+    columns = [f"T{j}" for j in range(len(results["tasks"]))]
+    columns += ["pretrain"] if results.get("pretrain") else []
     lines = ["accuracy matrix (%): row i = after task i, column j = task j"]
-    lines.append(" " * 12 + "".join(f"{'T' + str(j):>8}" for j in range(n)))
-    lines.append("  init      " + "".join(f"{100 * a:8.1f}" for a in results["init_acc"]))
+    lines.append(" " * 12 + "".join(f"{c:>9}" for c in columns))
+    lines.append("  init      " + "".join(f"{100 * a:9.1f}" for a in init))
     for i, row in enumerate(matrix):
-        lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:8.1f}" for a in row))
-    shown = ", ".join(
-        f"{k}={'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in results["metrics"].items()
-    )
-    lines.append(f"metrics: {shown}")
+        lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:9.1f}" for a in row))
+    lines.append(f"metrics: {_percentages(results['metrics'])}")
+    if results.get("pretrain"):
+        source = results["pretrain"]
+        lines.append(f"pretrain ({source['description']}): {_percentages(source['metrics'])}")
     return "\n".join(lines)
 
 
-def build(config: dict[str, Any], device: torch.device) -> tuple[Stream, Classifier, Strategy]:
+def build(
+    config: dict[str, Any], device: torch.device
+) -> tuple[Stream, Classifier, Strategy | None]:
     """The stream (on `device`), model and strategy of a config. Seed first: the model's
-    initial weights come from the global RNG."""
+    initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
+    builds its own (lab.avalanche.strategies)."""
     stream = make_stream(config)
     stream.tasks = [task.to(device) for task in stream.tasks]
+    source = make_source(config)
+    if source is not None:
+        if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
+            raise ConfigError(
+                f"pretrain.dataset={config['pretrain']['dataset']} has images of shape "
+                f"{tuple(source.train_x.shape[1:])}, the stream "
+                f"{tuple(stream.tasks[0].train_x.shape[1:])}; valid: a dataset of the same shape"
+            )
+        stream.source = source.to(device)
     model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
     model = build_model(
         config["model"]["name"],
         stream.tasks[0].train_x.shape[1:],
         stream.head_sizes,
         init=config["model"]["init"],
+        source_classes=len(source.classes) if source is not None else 0,
         **model_options,
     ).to(device)
+    if config["engine"] != "lab":
+        return stream, model, None
     strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
     strategy = build_strategy(config["strategy"]["name"], **strategy_params)
     strategy.set_seed(config["seed"])
     return stream, model, strategy
+
+
+def train_settings(config: dict[str, Any]) -> TrainSettings:
+    train = config["train"]
+    return TrainSettings(**{**train, "augment": Augment(**train["augment"])})
+
+
+def prepare_start(
+    config: dict[str, Any],
+    stream: Stream,
+    model: Classifier,
+    strategy: Strategy | None,
+    finetune: ft.Finetune,
+    generator: torch.Generator,
+    augment_generator: torch.Generator,
+) -> None:
+    """The model as the stream finds it: pre-trained on the source or loaded from a file
+    (lab.pretrain), then frozen or given adapters (lab.finetune); the strategy then sees
+    the source as a task learned before the stream (EWC's Fisher, L2's anchor)."""
+    pretrain = config["pretrain"]
+    if pretrain["name"] == "file":
+        load_weights(model, pretrain["path"], need_source_head=stream.source is not None)
+    elif pretrain["name"] == "source":
+        settings = TrainSettings(
+            epochs=pretrain["epochs"],
+            batch_size=pretrain["batch_size"],
+            augment=train_settings(config).augment,
+        )
+        source = stream.source
+        optimizer = make_optimizer(model.parameters(), OptimizerSettings(**pretrain["optimizer"]))
+        losses = train_task(
+            model,
+            Strategy(),
+            source,
+            [source],
+            optimizer,
+            settings,
+            generator,
+            "task",
+            augment_generator=augment_generator,
+        )
+        log.info("pre-trained on %s: final loss %.3f", source.description, np.mean(losses[-10:]))
+    ft.apply(model, finetune)
+    if strategy is not None and stream.source is not None:
+        strategy.after_task(model, stream.source, [stream.source])
 
 
 def _header(config: dict[str, Any], stream: Stream, device: torch.device) -> dict[str, Any]:
@@ -167,13 +248,18 @@ def run_experiment(
     seed_everything(config["seed"])
     stream, model, strategy = build(config, device)
     generator = torch.Generator().manual_seed(config["seed"])  # the order of the batches
-    names = task_names(stream)
+    augment_generator = torch.Generator(device).manual_seed(config["seed"])
+    finetune = ft.Finetune(**config["finetune"])
+    settings = train_settings(config)
+    names = task_names(stream) + (["pretrain"] if stream.source is not None else [])
     results = RunResults(run_dir, _header(config, stream, device))
     start_task, time_before = 0, 0.0
     if checkpoint is not None:
+        ft.apply(model, finetune)  # LoRA's adapters must exist to take their weights
         model.load_state_dict(checkpoint["model"])
         strategy.load_state_dict(checkpoint["strategy"])
         generator.set_state(checkpoint["generator"].cpu())
+        augment_generator.set_state(checkpoint["augment_generator"].cpu())
         set_rng_states(checkpoint["rng"])
         results.data = {**checkpoint["results"], "status": "running"}
         start_task = len(results.data["acc_matrix"])
@@ -184,36 +270,65 @@ def run_experiment(
         wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
     try:
         if checkpoint is None:
+            pretrain_started = time.perf_counter()
+            prepare_start(config, stream, model, strategy, finetune, generator, augment_generator)
+            if config["pretrain"]["name"] == "source":
+                results.data["timing"]["pretrain_s"] = time.perf_counter() - pretrain_started
+                torch.save(model.state_dict(), run_dir / "pretrained.pt")
             eval_started = time.perf_counter()
+            sources = [stream.source] if stream.source is not None else []
+            accuracies = evaluate(model, stream.tasks + sources, settings.eval_batch_size)
+            if stream.source is not None:
+                results.set_source(stream.source.description, accuracies[-1])
             results.set_init_acc(
-                evaluate(model, stream.tasks, config["train"]["eval_batch_size"]),
-                time.perf_counter() - eval_started,
+                accuracies[: len(stream.tasks)], time.perf_counter() - eval_started
             )
 
         def record(task: TaskResult) -> None:
             results.data["timing"]["total_s"] = time_before + time.perf_counter() - started
-            results.add_row(task.accuracies, float(np.mean(task.losses)), task.train_s, task.eval_s)
-            save_checkpoint(
-                run_dir,
-                {
-                    "model": model.state_dict(),
-                    "strategy": strategy.state_dict(),
-                    "generator": generator.get_state(),
-                    "results": results.data,
-                },
+            results.add_row(
+                task.accuracies,
+                float(np.mean(task.losses)),
+                task.train_s,
+                task.eval_s,
+                task.source_accuracy,
             )
-            write_acc_matrix_csv(run_dir / "acc_matrix.csv", results.data["acc_matrix"])
+            if strategy is not None:  # Avalanche's strategies are not checkpointed: it restarts
+                save_checkpoint(
+                    run_dir,
+                    {
+                        "model": model.state_dict(),
+                        "strategy": strategy.state_dict(),
+                        "generator": generator.get_state(),
+                        "augment_generator": augment_generator.get_state(),
+                        "results": results.data,
+                    },
+                )
+            matrix, init = with_source_column(results.data)
+            write_acc_matrix_csv(
+                run_dir / "acc_matrix.csv", matrix, with_source=stream.source is not None
+            )
             save_acc_matrix_png(
                 run_dir / "acc_matrix.png",
-                results.data["acc_matrix"],
-                results.data["init_acc"],
+                matrix,
+                init,
                 names,
                 title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
                 f" ({config['scenario']}-IL, seed {config['seed']})",
             )
             if wandb_run is not None:
                 wandb_run.log_task(
-                    task.index, task.accuracies, results.data["metrics"], task.losses
+                    task.index,
+                    task.accuracies,
+                    results.data["metrics"],
+                    task.losses,
+                    results.data.get("pretrain"),
+                )
+            if not np.isfinite(task.losses).all():
+                log.warning(
+                    "the training loss diverged (non-finite) in task %d: lower the strategy's "
+                    "strength or optimizer.lr",
+                    task.index,
                 )
             log.info(
                 "after task %d/%d: %s",
@@ -222,17 +337,25 @@ def run_experiment(
                 " ".join(f"{100 * a:.1f}" for a in task.accuracies),
             )
 
-        train_stream(
-            model,
-            stream,
-            strategy,
-            OptimizerSettings(**config["optimizer"]),
-            TrainSettings(**config["train"]),
-            generator=generator,
-            start_task=start_task,
-            on_task_end=record,
-            progress=progress,
-        )
+        if config["engine"] == "avalanche":
+            from lab.avalanche.engine import train_stream as train_with_avalanche  # slow import
+
+            train_with_avalanche(model, stream, config, device, on_task_end=record)
+        else:
+            train_stream(
+                model,
+                stream,
+                strategy,
+                OptimizerSettings(**config["optimizer"]),
+                settings,
+                generator=generator,
+                start_task=start_task,
+                on_task_end=record,
+                progress=progress,
+                source=stream.source,
+                finetune=finetune,
+                augment_generator=augment_generator,
+            )
     except BaseException as error:
         elapsed = time_before + time.perf_counter() - started
         results.finish("failed", elapsed, f"{type(error).__name__}: {error}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -38,15 +39,20 @@ class SGDW(torch.optim.SGD):
         return super().step(closure)
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizerSettings):
+def make_optimizer(
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]], settings: OptimizerSettings
+):
     """A fresh optimizer. The engine makes one per task, as Avalanche and FACIL do, so that
     momentum and Adam's moments from one task do not push the next one.
 
     Weight decay is coupled (added to the gradient, i.e. an L2 term in the loss) or
     decoupled (a shrinkage step of its own); Adam with decoupled decay is AdamW, and AdamW
-    with coupled decay is Adam with weight_decay.
+    with coupled decay is Adam with weight_decay. `params` may be parameter groups with
+    their own "lr" (lab.finetune.param_groups).
     """
-    params = [p for p in params if p.requires_grad]
+    params = list(params)
+    if not params or not isinstance(params[0], dict):  # parameter groups come as they are
+        params = [p for p in params if p.requires_grad]
     s = settings
     if s.name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {s.name!r}; valid: {', '.join(OPTIMIZERS)}")

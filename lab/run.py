@@ -127,11 +127,11 @@ def unknown_override(overrides: list[str]) -> str | None:
     except Exception:  # noqa: BLE001 - Hydra will report it with its own message
         return None
     for key in keys:
-        if key in groups() or OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING:
+        if key in groups() or _has(cfg, key):
             continue
         parts = key.split(".")
         depth = 0  # the first part of the path that does not exist
-        while OmegaConf.select(cfg, ".".join(parts[: depth + 1]), default=_MISSING) is not _MISSING:
+        while _has(cfg, ".".join(parts[: depth + 1])):
             depth += 1
         parent = ".".join(parts[:depth])
         node = OmegaConf.select(cfg, parent) if parent else cfg
@@ -142,7 +142,11 @@ def unknown_override(overrides: list[str]) -> str | None:
     return None
 
 
-_MISSING = object()
+def _has(cfg: DictConfig, key: str) -> bool:
+    """Whether the config has `key` (a mandatory value still ??? counts)."""
+    parent, _, last = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    return isinstance(node, DictConfig) and last in node.keys()  # noqa: SIM118 - `in node` misses ???
 
 
 def main() -> None:

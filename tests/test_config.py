@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import validate
+from lab.config import AVALANCHE_ONLY, validate
 from lab.errors import ConfigError
 from lab.run import config_dir
 
@@ -25,13 +25,31 @@ def test_default_experiment(compose_cfg):
     assert "hydra" not in config
 
 
-@pytest.mark.parametrize("group", ["benchmark", "model", "strategy", "optimizer", "logger"])
+@pytest.mark.parametrize(
+    "group", ["benchmark", "model", "strategy", "optimizer", "pretrain", "logger"]
+)
 def test_every_option_of_every_group_composes(compose_cfg, group):
     names = options(group)
     assert names, f"conf/{group} is empty"
     for name in names:
-        config = validate(compose_cfg([f"{group}={name}"]))
+        extra = [f"engine={'avalanche' if name in AVALANCHE_ONLY else 'lab'}"]
+        if group == "pretrain" and name == "file":
+            extra.append("pretrain.path=weights.pt")  # mandatory
+        config = validate(compose_cfg([f"{group}={name}", *extra]))
         assert config[group]["name"] == name
+
+
+def test_finetune_modes_pretrains_on_half_the_classes_and_streams_the_other_half():
+    config = validate(compose_with_hydra(["+ablation=finetune_modes"]))
+    assert config["pretrain"]["name"] == "source" and config["pretrain"]["classes"] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert config["pretrain"]["dataset"] == config["benchmark"]["dataset"] == "fashion_mnist"
+    assert config["benchmark"]["class_order"] == [5, 6, 7, 8, 9]
 
 
 @pytest.mark.parametrize("scenario", ["task", "domain", "class"])
@@ -46,8 +64,9 @@ def test_scenarios(compose_cfg, scenario):
         (["optimizer.lr=-0.1"], "optimizer.lr=-0.1 is invalid; valid: a number in (0, inf)"),
         (["optimizer.lr=fast"], "optimizer.lr='fast' is invalid"),
         (["benchmark.num_tasks=11"], "benchmark.num_tasks=11 is invalid; valid: 1..10"),
-        (["benchmark.class_order=[0,1,2,3,4,5,6,7,8,8]"], "a permutation of 0..9, or null"),
-        (["benchmark.class_order=[0,1,2]"], "benchmark.class_order=[0, 1, 2] is invalid"),
+        (["benchmark.class_order=[0,1,2,3,4,5,6,7,8,8]"], "distinct classes of 0..9"),
+        (["benchmark.class_order=[0,1,12]"], "benchmark.class_order=[0, 1, 12] is invalid"),
+        (["benchmark.class_order=[5,6,7]", "benchmark.num_tasks=4"], "valid: 1..3 (the stream"),
         (["scenario=domain", "benchmark.num_tasks=3"], "a divisor of 10 in domain-IL"),
         (["device=tpu"], "device='tpu' is invalid; valid: auto, cpu, cuda"),
         (["seed=1.5"], "seed=1.5 is invalid; valid: an integer"),
@@ -89,6 +108,7 @@ ABLATIONS = {
         "model.dropout",
         "seed",
     },
+    "finetune_modes": {"finetune.mode", "strategy", "seed"},
 }
 
 
@@ -147,8 +167,11 @@ def test_unknown_top_level_key(compose_cfg):
             "strategy.lamda is not a key of strategy; valid: name, lambda",
         ),
         (["seed.x=1"], "seed.x: seed is a value, it has no keys"),
-        (["strategy=nope"], "strategy=nope is not an option of strategy; valid: ewc, joint, l2"),
-        (["strategy=naive,ewcc"], "strategy=ewcc is not an option of strategy; valid: ewc"),
+        (
+            ["strategy=nope"],
+            "strategy=nope is not an option of strategy; valid: agem, ewc, gem, joint, l2",
+        ),
+        (["strategy=naive,ewcc"], "strategy=ewcc is not an option of strategy; valid: agem, ewc"),
         (["+ablation=method"], "ablation=method is not an option of ablation; valid: ewc_lambda"),
         (["strategy=naive,ewc", "strategy.lamda=1"], "strategy.lamda is not a key of strategy"),
     ],

@@ -74,6 +74,29 @@ def test_separate_ewc_sums_one_penalty_per_task_online_keeps_one(digits_stream):
         torch.testing.assert_close(anchor[n], separate.anchors[2][0][n])
 
 
+def test_separate_penalties_consolidate_into_one_quadratic(digits_stream):
+    """A (theta - m)^2 + c, computed once per task, equals sum_k F_k (theta - theta*_k)^2
+    in value and gradient."""
+    ewc, model, tasks = EWC(mode="separate"), small_model(), digits_stream.tasks
+    for t in range(3):
+        ewc.after_task(model, tasks[t], tasks[: t + 1])
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    params = penalised_parameters(model)
+    explicit = sum(
+        (fisher[n] * (params[n] - anchor[n]).square()).sum()
+        for anchor, fisher in ewc.anchors
+        for n in fisher
+    )
+    got = ewc.penalty(model)
+    assert got.item() == pytest.approx(explicit.item(), rel=1e-5)
+    grads = torch.autograd.grad(got, list(params.values()))
+    expected = torch.autograd.grad(explicit, list(params.values()))
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-7)
+
+
 def naive_fisher(model, x, y, names, estimator, task_id=None):
     """Reference: one backward pass per sample (and per label for the exact Fisher)."""
     params = dict(model.named_parameters())

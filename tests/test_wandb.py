@@ -116,6 +116,23 @@ def test_what_a_run_logs(fake_wandb, fast_config, tmp_path):
     assert run.finished_with == 0
 
 
+def test_the_pretraining_source_is_logged_apart(fake_wandb, fast_config, tmp_path):
+    config = fast_config(
+        "pretrain=source",
+        "pretrain.classes=[0,1,2,3,4]",
+        "benchmark.class_order=[5,6,7,8,9]",
+        "benchmark.num_tasks=2",
+    )
+    results = run_experiment(config, tmp_path)
+    (run,) = fake_wandb
+    per_task = [entry for entry in run.logged if "task" in entry]
+    assert [e["eval/acc_pretrain"] for e in per_task] == results["pretrain"]["acc"]
+    assert "eval/acc_task_2" not in per_task[-1]  # the stream's columns stay the stream's
+    for key, value in results["pretrain"]["metrics"].items():
+        assert per_task[-1][f"metrics/pretrain_{key}"] == value
+        assert run.summary[f"pretrain_{key}"] == value
+
+
 def test_runs_in_one_process_each_get_their_own_finished_run(fake_wandb, fast_config, tmp_path):
     for seed in (0, 1):  # as Hydra's basic launcher runs a sweep
         run_experiment(fast_config(f"seed={seed}", "train.epochs=1"), tmp_path / str(seed))

@@ -57,6 +57,7 @@ class Stream:
     tasks: list[Task]
     head_sizes: list[int]  # one entry per output head (task-IL: one per task)
     scenario: str
+    source: Task | None = None  # the pre-training source, if any (lab.pretrain)
 
 
 def split_classes(classes: list[int], num_tasks: int) -> list[list[int]]:

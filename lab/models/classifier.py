@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+SOURCE = -1  # the task id of the pre-training source (lab.pretrain), which has its own head
+
 
 class Classifier(nn.Module):
     """Backbone followed by one linear head per entry of `head_sizes`.
@@ -14,33 +16,46 @@ class Classifier(nn.Module):
     the whole batch (an int) or one per sample (a tensor: joint training mixes tasks).
     With one id per sample the heads may differ in width, so the logits are padded to
     the widest head with -inf, which softmax maps to probability 0.
+
+    With `source_classes`, a separate head serves the pre-training source (task id
+    SOURCE) in every scenario: the stream never trains it, so its accuracy on the source
+    measures what the backbone still knows (Li & Hoiem 2016's old-task head).
     """
 
-    def __init__(self, backbone: nn.Module, head_sizes: list[int]):
+    def __init__(self, backbone: nn.Module, head_sizes: list[int], source_classes: int = 0):
         super().__init__()
         self.backbone = backbone
         self.heads = nn.ModuleList(nn.Linear(backbone.out_features, n) for n in head_sizes)
+        self.source_head = (
+            nn.Linear(backbone.out_features, source_classes) if source_classes else None
+        )
 
     @property
     def multi_head(self) -> bool:
         return len(self.heads) > 1
+
+    def head(self, task_id: int) -> nn.Linear:
+        if task_id == SOURCE:
+            return self.source_head
+        return self.heads[task_id if self.multi_head else 0]
 
     def forward(self, x: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
         return self.classify(self.backbone(x), task_ids)
 
     def classify(self, features: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
         """The logits of the heads for `task_ids` on the backbone's `features`."""
-        if not self.multi_head:
-            return self.heads[0](features)
-        if task_ids is None:
-            raise ValueError("a multi-head (task-IL) model needs the task id")
         if isinstance(task_ids, int):
-            return self.heads[task_ids](features)
-        width = max(head.out_features for head in self.heads)
+            return self.head(task_ids)(features)
+        if task_ids is None:
+            if self.multi_head:
+                raise ValueError("a multi-head (task-IL) model needs the task id")
+            return self.heads[0](features)
+        heads = {t: self.head(t) for t in task_ids.unique().tolist()}
+        width = max(head.out_features for head in heads.values())
         logits = features.new_full((len(features), width), float("-inf"))
-        for t in task_ids.unique().tolist():
+        for t, head in heads.items():
             rows = task_ids == t
-            logits[rows, : self.heads[t].out_features] = self.heads[t](features[rows])
+            logits[rows, : head.out_features] = head(features[rows])
         return logits
 
 

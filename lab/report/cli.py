@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.report.figures import accuracy_curves, forgetting_bars, matrix_grid
+from lab.report.figures import accuracy_curves, forgetting_bars, matrix_grid, pretrain_tradeoff
 from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
 from lab.report.tables import latex_table, markdown_table, write_csv
 
@@ -65,6 +65,9 @@ def write_report(paths: list[str], out: Path) -> Path:
             ]
         forgetting_bars(groups, figures / f"{stem}_forgetting", f"{title}: forgetting")
         md += [f"![forgetting]({figures.name}/{stem}_forgetting.png)", ""]
+        if any(g.pretrained for g in groups):
+            pretrain_tradeoff(groups, figures / f"{stem}_pretrain", f"{title}: old vs new")
+            md += [f"![pre-training source vs stream]({figures.name}/{stem}_pretrain.png)", ""]
     md += _incomplete_section(incomplete)
     (out / "report.md").write_text("\n".join(md))
     (out / "table.tex").write_text("% requires \\usepackage{booktabs}\n" + "\n\n".join(tex) + "\n")

@@ -88,3 +88,35 @@ def forgetting_bars(groups: list[Group], path: Path, title: str) -> list[Path]:
     ax.set_title(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _sample_std(values: np.ndarray) -> float:
+    return values.std(ddof=1) if len(values) > 1 else 0.0
+
+
+def pretrain_tradeoff(groups: list[Group], path: Path, title: str) -> list[Path]:
+    """What a regime keeps of the pre-training source (its final accuracy) against what it
+    learns of the stream (final ACC), one point per method, ± one std over seeds."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
+    for group, color in zip(groups, colors, strict=False):
+        x, y = 100 * np.array(group.values("acc")), 100 * np.array(group.values("pretrain_acc"))
+        if not len(y):
+            continue
+        ax.errorbar(
+            x.mean(),
+            y.mean(),
+            xerr=_sample_std(x),
+            yerr=_sample_std(y),
+            fmt="o",
+            capsize=3,
+            color=color,
+            label=group.label,
+        )
+    ax.set_xlabel("stream: final ACC (%)")
+    ax.set_ylabel("pre-training source: final accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    return _save(fig, path)

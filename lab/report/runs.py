@@ -36,6 +36,14 @@ class Run:
         return self.results.get("config", {})
 
 
+def metric_of(results: dict[str, Any], metric: str) -> float | None:
+    """A metric of results.json; "pretrain_acc" etc. are the pre-training source's own."""
+    metrics = results.get("metrics", {})
+    if metric.startswith("pretrain_"):
+        metrics = (results.get("pretrain") or {}).get("metrics", {})
+    return metrics.get(metric.removeprefix("pretrain_"))
+
+
 @dataclass
 class Group:
     benchmark: str
@@ -46,11 +54,11 @@ class Group:
     label: str = ""
 
     def values(self, metric: str) -> list[float]:
-        return [
-            r.results["metrics"][metric]
-            for r in self.runs
-            if r.results["metrics"].get(metric) is not None
-        ]
+        return [v for r in self.runs if (v := metric_of(r.results, metric)) is not None]
+
+    @property
+    def pretrained(self) -> bool:
+        return any(r.results.get("pretrain") for r in self.runs)
 
     def matrices(self) -> np.ndarray:
         """(runs, T, T) accuracy matrices."""

@@ -112,10 +112,14 @@ def penalised_parameters(model: Classifier) -> dict[str, torch.nn.Parameter]:
 
     In task-IL (one head per task) these are the backbone's: a task trains only its own
     head and the old heads get no gradient, so anchoring them changes nothing. In domain-
-    and class-IL the single head is shared and is included.
+    and class-IL the single head is shared and is included. The pre-training source's head
+    is never included (the stream does not train it), nor what the fine-tuning regime
+    freezes (lab.finetune).
     """
     return {
         name: p
         for name, p in model.named_parameters()
-        if p.requires_grad and (not model.multi_head or name.startswith("backbone."))
+        if p.requires_grad
+        and not name.startswith("source_head.")
+        and (not model.multi_head or name.startswith("backbone."))
     }

@@ -38,7 +38,7 @@ from torch.func import functional_call, grad, vmap
 
 from lab.data import Task
 from lab.errors import ConfigError
-from lab.models import Classifier
+from lab.models import SOURCE, Classifier
 from lab.strategies.base import Batch, Strategy, penalised_parameters
 
 FISHER_ESTIMATORS = ("empirical", "sampled", "exact")
@@ -129,7 +129,7 @@ def fisher_diagonal(
     """
     if estimator not in FISHER_ESTIMATORS:
         raise ValueError(f"unknown Fisher {estimator!r}; valid: {', '.join(FISHER_ESTIMATORS)}")
-    head = task_id if model.multi_head else None
+    head = task_id if model.multi_head or task_id == SOURCE else None
     params = dict(model.named_parameters())
     fisher = {n: torch.zeros_like(params[n]) for n in names}
     linears = {
@@ -217,13 +217,37 @@ class EWC(Strategy):
             self.anchors = []
         self.anchors.append((weights, fisher))
 
+    def consolidated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], float]:
+        """The separate penalties as one quadratic per parameter, A (theta - m)^2 + c:
+
+            sum_k F_k (theta - theta*_k)^2 = A (theta - m)^2 + c,   A = sum_k F_k,
+            m = sum_k F_k theta*_k / A,   c = sum_k F_k theta*_k^2 - A m^2,
+
+        so a step costs the same after 1 task or 50. Cached until the anchors change."""
+        key = tuple(id(fisher) for _, fisher in self.anchors)
+        if self.__dict__.get("_consolidated_key") != key and len(self.anchors) == 1:
+            anchor, fisher = self.anchors[0]
+            self._consolidated = (fisher, anchor, 0.0)  # exactly F (theta - theta*)^2
+        elif self.__dict__.get("_consolidated_key") != key:
+            curvature, centre, constant = {}, {}, 0.0
+            for n in self.anchors[0][1]:
+                a = b = c = 0.0  # in float64: c - a m^2 cancels
+                for anchor, fisher in self.anchors:
+                    f, t = fisher[n].double(), anchor[n].double()
+                    a, b, c = a + f, b + f * t, c + f * t.square()
+                m = torch.where(a > 0, b / a, 0.0)  # a = 0: the weight is not penalised
+                constant += (c - a * m.square()).sum().item()
+                curvature[n], centre[n] = a.float(), m.float()
+            self._consolidated = (curvature, centre, constant)
+            self._consolidated_key = key
+        return self._consolidated
+
     def penalty(self, model: Classifier) -> Tensor:
         """sum_k sum_i F_{k,i} (theta_i - theta*_{k,i})^2, without the lambda/2."""
         params = penalised_parameters(model)
-        return sum(
-            (fisher[n] * (params[n] - anchor[n]).square()).sum()
-            for anchor, fisher in self.anchors
-            for n in fisher
+        curvature, centre, constant = self.consolidated()
+        return constant + sum(
+            (a * (params[n] - centre[n]).square()).sum() for n, a in curvature.items()
         )
 
     def loss(

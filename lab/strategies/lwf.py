@@ -6,9 +6,10 @@ distillation of Hinton et al. (2015). On the current task's inputs x:
     L = w_new * CE(y, f_theta(x)) + w_old * T^2 * KL( softmax(f_old(x)/T) || softmax(f_theta(x)/T) )
 
 f_old is a frozen copy of the model taken before the task (eval mode, never trained).
-The KL is over the outputs the old model knew: every old head in task-IL (averaged over
-the old heads), the shared head in domain-IL, the outputs of earlier tasks' classes in
-class-IL. T^2 keeps the soft targets' gradient scale independent of T (Hinton et al.).
+The KL is over the outputs the old model knew: every old head in task-IL, the shared head
+in domain-IL, the outputs of earlier tasks' classes in class-IL, and the pre-training
+source's head (lab.pretrain), averaged over those heads. T^2 keeps the soft targets'
+gradient scale independent of T (Hinton et al.).
 
     weighting="alpha"       w_new = 1,    w_old = alpha
     weighting="van_de_ven"  w_new = 1/N,  w_old = 1 - 1/N   (N = tasks so far, current
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from lab.data import Task
 from lab.errors import ConfigError
-from lab.models import Classifier
+from lab.models import SOURCE, Classifier
 from lab.strategies.base import Batch, Strategy
 
 WEIGHTINGS = ("alpha", "van_de_ven")
@@ -67,32 +68,36 @@ class LwF(Strategy):
     def before_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         self.tasks_so_far = len(seen)
         self.old_tasks = seen[:-1]
-        known = sorted({o for t in self.old_tasks for o in t.outputs})
+        shared = [t for t in self.old_tasks if not model.multi_head and t.id != SOURCE]
+        known = sorted({o for t in shared for o in t.outputs})
         self.old_outputs = torch.tensor(known, dtype=torch.long, device=task.train_y.device)
         self.teacher = None
         if self.old_tasks:
             self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
     def distillation(self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor):
-        """The KL term (with T^2) over the outputs the old model knew."""
+        """The KL term (with T^2) over the outputs the old model knew, averaged over the old
+        heads: each old task's in task-IL, the shared head's (old classes only in class-IL),
+        and the pre-training source's own head, if any."""
         T = self.temperature
         with torch.no_grad():
             old_features = self.teacher.backbone(batch.x)
-        if model.multi_head:  # one KL per old head, averaged
-            return torch.stack(
-                [
-                    distillation_loss(
-                        model.classify(features, t.id), self.teacher.classify(old_features, t.id), T
-                    )
-                    for t in self.old_tasks
-                ]
-            ).mean()
-        with torch.no_grad():
-            old_logits = self.teacher.classify(old_features)
-        if len(self.old_outputs) < logits.shape[1]:  # class-IL: only earlier tasks' classes
-            logits = logits[:, self.old_outputs]
-            old_logits = old_logits[:, self.old_outputs]
-        return distillation_loss(logits, old_logits, T)
+        terms = [
+            distillation_loss(
+                model.classify(features, t.id), self.teacher.classify(old_features, t.id), T
+            )
+            for t in self.old_tasks
+            if model.multi_head or t.id == SOURCE
+        ]
+        if len(self.old_outputs):
+            with torch.no_grad():
+                old_logits = self.teacher.classify(old_features)
+            new_logits = logits[:, : old_logits.shape[1]]
+            if len(self.old_outputs) < old_logits.shape[1]:  # class-IL: earlier classes only
+                new_logits = new_logits[:, self.old_outputs]
+                old_logits = old_logits[:, self.old_outputs]
+            terms.append(distillation_loss(new_logits, old_logits, T))
+        return torch.stack(terms).mean()
 
     def loss(
         self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor

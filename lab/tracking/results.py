@@ -20,6 +20,7 @@ import torch
 
 import lab
 from lab.metrics import accuracy_metrics
+from lab.pretrain import source_metrics
 
 SCHEMA_VERSION = 1
 
@@ -74,10 +75,30 @@ class RunResults:
         self.data["timing"]["eval_s"] += eval_s
         self.save()
 
-    def add_row(self, row: list[float], mean_loss: float, train_s: float, eval_s: float) -> None:
+    def set_source(self, description: str, init_acc: float) -> None:
+        """A pre-training source: its column of the matrix and its own metrics (lab.pretrain)."""
+        self.data["pretrain"] = {
+            "description": description,
+            "init_acc": init_acc,
+            "acc": [],
+            "metrics": source_metrics(init_acc, []),
+        }
+
+    def add_row(
+        self,
+        row: list[float],
+        mean_loss: float,
+        train_s: float,
+        eval_s: float,
+        source_acc: float | None = None,
+    ) -> None:
         self.data["acc_matrix"].append(list(row))
         self.data["train_loss"].append(mean_loss)
         self.data["metrics"] = accuracy_metrics(self.data["acc_matrix"], self.data["init_acc"])
+        if "pretrain" in self.data:
+            source = self.data["pretrain"]
+            source["acc"].append(source_acc)
+            source["metrics"] = source_metrics(source["init_acc"], source["acc"])
         self.data["timing"]["train_s"] += train_s
         self.data["timing"]["eval_s"] += eval_s
         self.save()
@@ -91,11 +112,13 @@ class RunResults:
         self.save()
 
 
-def write_acc_matrix_csv(path: Path, acc_matrix: list[list[float]]) -> None:
-    """One row per training step: `after_task`, then the accuracy on each task."""
-    num_tasks = len(acc_matrix[0]) if acc_matrix else 0
+def write_acc_matrix_csv(path: Path, acc_matrix: list[list[float]], with_source: bool = False):
+    """One row per training step: `after_task`, then the accuracy on each task (and on the
+    pre-training source, in a last column named `pretrain`, `with_source`)."""
+    num_tasks = (len(acc_matrix[0]) if acc_matrix else 0) - with_source
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["after_task", *(f"task_{j}" for j in range(num_tasks))])
+        header = [f"task_{j}" for j in range(num_tasks)] + (["pretrain"] if with_source else [])
+        writer.writerow(["after_task", *header])
         for i, row in enumerate(acc_matrix):
             writer.writerow([i, *(f"{a:.6f}" for a in row)])

@@ -99,13 +99,26 @@ class WandbRun:
                 message,
             )
 
-    def log_task(self, index: int, row: list[float], metrics: dict, losses: list[float]) -> None:
+    def log_task(
+        self,
+        index: int,
+        row: list[float],
+        metrics: dict,
+        losses: list[float],
+        pretrain: dict | None = None,
+    ) -> None:
+        """One task's row, metrics and step losses (and the pre-training source's, if any:
+        eval/acc_pretrain and metrics/pretrain_*)."""
+
         def log_it():
             for loss in losses:
                 self.run.log({"train/loss": loss, "train/step": self.step, "train/task": index})
                 self.step += 1
             values = {f"eval/acc_task_{j}": a for j, a in enumerate(row)}
             values.update({f"metrics/{k}": v for k, v in metrics.items() if v is not None})
+            if pretrain is not None:
+                values["eval/acc_pretrain"] = pretrain["acc"][-1]
+                values.update({f"metrics/pretrain_{k}": v for k, v in pretrain["metrics"].items()})
             self.run.log({"task": index, **values})
 
         self._guard("log", log_it)
@@ -126,6 +139,8 @@ class WandbRun:
                 self.run.log({"acc_matrix/long": long, "acc_matrix/wide": wide, **images})
             for key, value in results["metrics"].items():
                 self.run.summary[key] = value
+            for key, value in results.get("pretrain", {}).get("metrics", {}).items():
+                self.run.summary[f"pretrain_{key}"] = value
             self.run.summary["status"] = results["status"]
             artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
             for file in ("results.json", "acc_matrix.csv", "acc_matrix.png"):

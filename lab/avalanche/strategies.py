@@ -1,0 +1,155 @@
+"""A strategy config as the Avalanche (avalanche-lib 0.6) strategy that computes the same.
+
+Our strategies map onto Avalanche's as follows; where the scaling differs the mapping is
+written out (and tested in tests/test_avalanche.py):
+
+naive        Naive.
+joint        Cumulative: trains on the union of the experiences seen so far, like ours.
+ewc          Avalanche's EWC plugin (what its EWC strategy adds to Naive), mode="separate",
+             with its importance pass run one sample at a time. Ours:
+             lambda/2 * sum_k F_k (theta - theta*_k)^2, F the empirical Fisher, the mean over
+             samples of squared per-sample gradients (Kirkpatrick et al. 2017). Avalanche's
+             penalty has no 1/2, and its importance is the mean over minibatches of size B of
+             the squared minibatch-mean gradient: F/B + (1 - 1/B) (E g)^2 in expectation, whose
+             scale depends on B and on how far the weights are from a minimum of the task's
+             loss (measured: B*importance / F from 1 to 2 on Split Fashion-MNIST), so no fixed
+             lambda maps onto it. At B = 1 it is exactly F, hence ewc_lambda = lambda / 2.
+online_ewc   The same, mode="online", decay_factor=gamma: both keep one running importance
+             gamma * old + new, anchored at the latest weights.
+lwf          LwF. Ours: alpha * T^2 * KL averaged over the old heads; Avalanche's KL has no
+             T^2 and is summed over the old heads, so its per-experience alpha is
+             alpha * T^2 / (old heads): one old head in domain- and class-IL, t in task-IL
+             at experience t. Both distil only the outputs of classes seen before.
+l2           Avalanche has no L2-to-previous-weights strategy; the closest is its EWC
+             machinery with every importance 1, online with decay 0 (one anchor: the last
+             task's weights), ewc_lambda = lambda/2. In task-IL only the backbone is
+             anchored, as ours (the heads' importance is 0).
+weight_decay Naive with the optimizer our strategy configures (coupled or decoupled decay).
+
+Strategies the lab engine does not implement (engine=avalanche only), with the paper's
+hyperparameter as Avalanche names it:
+
+si           SynapticIntelligence(si_lambda=lambda, eps)      Zenke et al. 2017
+mas          MAS(lambda_reg=lambda, alpha)                     Aljundi et al. 2018
+replay       Replay(mem_size)                                  experience replay, a buffer
+                                                               balanced over experiences
+gem          GEM(patterns_per_exp, memory_strength)            Lopez-Paz & Ranzato 2017
+agem         AGEM(patterns_per_exp, sample_size)               Chaudhry et al. 2019
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, SupervisedPlugin
+from avalanche.training.supervised import (
+    AGEM,
+    GEM,
+    MAS,
+    Cumulative,
+    LwF,
+    Naive,
+    Replay,
+    SynapticIntelligence,
+)
+from avalanche.training.templates import SupervisedTemplate
+from avalanche.training.utils import zerolike_params_dict
+from torch import nn
+
+from lab.optim import OptimizerSettings, make_optimizer
+from lab.strategies import STRATEGIES, build_strategy
+
+
+class EmpiricalFisher(EWCPlugin):
+    """Avalanche's EWC with its importances computed at batch size 1: the empirical Fisher."""
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, **kw):
+        return super().compute_importances(model, criterion, optimizer, dataset, device, 1, **kw)
+
+
+class UnitImportance(EWCPlugin):
+    """Avalanche's EWC penalty with importance 1 on the anchored parameters: L2."""
+
+    def __init__(self, ewc_lambda: float, anchored: set[str]):
+        super().__init__(ewc_lambda, mode="online", decay_factor=0.0)
+        self.anchored = anchored
+
+    def compute_importances(self, model, criterion, optimizer, dataset, device, batch_size, **_):
+        importances = zerolike_params_dict(model)
+        for name, importance in importances.items():
+            if name in self.anchored:
+                importance.data.fill_(1.0)
+        return importances
+
+
+def make_strategy(
+    config: dict[str, Any],
+    model: nn.Module,
+    anchored: set[str],
+    num_tasks: int,
+    device: torch.device,
+    plugins: list[SupervisedPlugin],
+) -> SupervisedTemplate:
+    """The Avalanche strategy of `config` (validated) training `model`.
+
+    `anchored`: the names of `model`'s parameters a regulariser anchors (the backbone's in
+    task-IL, all otherwise); `num_tasks`: the stream's length (LwF's alpha per experience).
+    """
+    name = config["strategy"]["name"]
+    params = {k: v for k, v in config["strategy"].items() if k != "name"}
+    settings = OptimizerSettings(**config["optimizer"])
+    if name in STRATEGIES:  # our weight_decay strategy configures the optimizer
+        settings = build_strategy(name, **params).optimizer_settings(settings)
+    with warnings.catch_warnings():  # we evaluate with lab.engine.evaluate, not Avalanche
+        warnings.filterwarnings("ignore", "No loggers specified")
+        evaluator = EvaluationPlugin()
+    common = {
+        "model": model,
+        "optimizer": make_optimizer(model.parameters(), settings),
+        "criterion": nn.CrossEntropyLoss(),
+        "train_mb_size": config["train"]["batch_size"],
+        "train_epochs": config["train"]["epochs"],
+        "eval_mb_size": config["train"]["eval_batch_size"],
+        "device": device,
+        "plugins": plugins,
+        "evaluator": evaluator,
+    }
+    if name in ("naive", "weight_decay"):
+        return Naive(**common)
+    if name == "joint":
+        return Cumulative(**common)
+    if name in ("ewc", "online_ewc"):
+        online = name == "online_ewc" or params["mode"] == "online"
+        ewc = EmpiricalFisher(
+            params["lambda"] / 2,
+            mode="online" if online else "separate",
+            decay_factor=params["gamma"] if online else None,
+        )
+        return Naive(**{**common, "plugins": [*plugins, ewc]})
+    if name == "lwf":
+        scale = params["alpha"] * params["temperature"] ** 2
+        multi_head = config["scenario"] == "task"
+        alphas = [scale / (t if multi_head else 1) if t else 0.0 for t in range(num_tasks)]
+        return LwF(alpha=alphas, temperature=params["temperature"], **common)
+    if name == "l2":
+        l2 = UnitImportance(params["lambda"] / 2, anchored)
+        return Naive(**{**common, "plugins": [*plugins, l2]})
+    if name == "si":
+        return SynapticIntelligence(si_lambda=params["lambda"], eps=params["eps"], **common)
+    if name == "mas":
+        return MAS(lambda_reg=params["lambda"], alpha=params["alpha"], **common)
+    if name == "replay":
+        return Replay(mem_size=params["mem_size"], **common)
+    if name == "gem":
+        return GEM(
+            patterns_per_exp=params["patterns_per_exp"],
+            memory_strength=params["memory_strength"],
+            **common,
+        )
+    if name == "agem":
+        return AGEM(
+            patterns_per_exp=params["patterns_per_exp"], sample_size=params["sample_size"], **common
+        )
+    raise ValueError(f"no Avalanche strategy for {name!r}")  # lab.config rejects it first

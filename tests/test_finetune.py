@@ -1,0 +1,311 @@
+"""Fine-tuning regimes (lab.finetune), augmentation (lab.augment) and ResNet-18."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_resume import interrupt_before_task
+
+from lab import finetune as ft
+from lab.augment import Augment
+from lab.engine import TrainSettings, train_task
+from lab.errors import ConfigError
+from lab.experiment import build, run_experiment, seed_everything
+from lab.models import build_model
+from lab.optim import OptimizerSettings, make_optimizer
+from lab.strategies import Strategy
+from lab.strategies.base import penalised_parameters
+from lab.strategies.ewc import EWC
+
+CPU = torch.device("cpu")
+# pre-train on digits 0-4, then a task-IL stream over 5-9: the finetune_modes setting, small
+PRETRAINED = [
+    "pretrain=source",
+    "pretrain.classes=[0,1,2,3,4]",
+    "pretrain.epochs=5",
+    "benchmark.class_order=[5,6,7,8,9]",
+    "benchmark.num_tasks=2",
+    "scenario=task",
+]
+
+
+def mlp(head_sizes=(2, 2)):
+    torch.manual_seed(0)
+    return build_model("mlp", (1, 8, 8), list(head_sizes), hidden_sizes=[20, 10])
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def train_one_task(model, settings: ft.Finetune, epochs=2, stream_config=None):
+    """The first task of a digits stream with SGD, momentum and weight decay."""
+    stream, _, _ = build(stream_config, CPU)
+    task = stream.tasks[0]
+    optimizer = make_optimizer(
+        ft.param_groups(model, settings, 0.1),
+        OptimizerSettings("sgd", lr=0.1, momentum=0.9, weight_decay=0.01),
+    )
+    train_task(
+        model,
+        Strategy(),
+        task,
+        [task],
+        optimizer,
+        TrainSettings(epochs=epochs, batch_size=32),
+        torch.Generator().manual_seed(0),
+        "task",
+        finetune=settings,
+    )
+
+
+@pytest.mark.parametrize(
+    "settings, frozen_prefixes",
+    [
+        (ft.Finetune(mode="freeze", freeze=1), ["backbone.layers.1."]),
+        (ft.Finetune(mode="freeze", freeze=["backbone.layers.3"]), ["backbone.layers.3."]),
+        (ft.Finetune(mode="linear_probe"), ["backbone."]),
+        (
+            ft.Finetune(mode="lora"),
+            ["backbone.layers.1.base_layer.", "backbone.layers.3.base_layer."],
+        ),
+    ],
+)
+def test_frozen_parameters_stay_bit_identical(fast_config, settings, frozen_prefixes):
+    """With momentum and weight decay on: frozen means untouched, not merely small steps."""
+    model = mlp((10,))  # one shared head: every parameter that may move does
+    ft.apply(model, settings)
+    before = snapshot(model)
+    train_one_task(model, settings, stream_config=fast_config())
+    after = snapshot(model)
+    for name in before:
+        frozen = name.startswith(tuple(frozen_prefixes))
+        assert torch.equal(before[name], after[name]) == frozen, name
+        assert dict(model.named_parameters())[name].requires_grad != frozen, name
+
+
+@pytest.mark.parametrize("rank", [1, 4])
+def test_lora_trains_rank_times_in_plus_out_per_layer(rank):
+    model = mlp()
+    ft.apply(
+        model,
+        ft.Finetune(mode="lora", lora={"rank": rank, "alpha": 8, "dropout": 0.0, "targets": None}),
+    )
+    backbone = sum(p.numel() for n, p in model.backbone.named_parameters() if p.requires_grad)
+    assert backbone == rank * (64 + 20) + rank * (20 + 10)  # A: r x in, B: out x r
+    heads = sum(p.numel() for p in model.heads.parameters() if p.requires_grad)
+    assert heads == 2 * (10 * 2 + 2)
+    frozen = sum(p.numel() for p in model.backbone.parameters() if not p.requires_grad)
+    assert frozen == 64 * 20 + 20 + 20 * 10 + 10  # the base weights, all of them
+
+
+def test_lora_starts_as_the_same_function_and_targets_are_checked():
+    model, x = mlp(), torch.randn(5, 1, 8, 8)
+    reference = model(x, 0).detach()
+    ft.apply(
+        model,
+        ft.Finetune(
+            mode="lora", lora={"rank": 2, "alpha": 4, "dropout": 0.0, "targets": ["layers.3"]}
+        ),
+    )
+    torch.testing.assert_close(model(x, 0), reference)  # B starts at 0
+    assert [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n] == [
+        "backbone.layers.3.lora_A.default.weight",
+        "backbone.layers.3.lora_B.default.weight",
+    ]
+    with pytest.raises(
+        ConfigError, match=r"finetune.lora.targets has 'layers.9'.*valid: layers.1, layers.3"
+    ):
+        ft.apply(
+            mlp(),
+            ft.Finetune(
+                mode="lora", lora={"rank": 2, "alpha": 4, "dropout": 0.0, "targets": ["layers.9"]}
+            ),
+        )
+
+
+def test_layer_wise_learning_rates():
+    model = mlp()
+    settings = ft.Finetune(head_lr_scale=10.0, backbone_lr_scale=0.5, layer_decay=0.1)
+    groups = ft.param_groups(model, settings, lr=0.2)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(model.heads[0].weight)] == pytest.approx(2.0)
+    assert lr_of[id(model.backbone.layers[3].weight)] == pytest.approx(0.2 * 0.5)  # top group
+    assert lr_of[id(model.backbone.layers[1].bias)] == pytest.approx(0.2 * 0.5 * 0.1)
+    assert len(lr_of) == len(list(model.parameters()))  # every parameter exactly once
+    optimizer = make_optimizer(groups, OptimizerSettings("sgd", lr=0.2))
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.01, 0.1, 2.0])
+
+
+def test_progressive_unfreezing_opens_one_group_from_the_top_per_n_epochs(fast_config):
+    config = fast_config("scenario=task")
+    settings = ft.Finetune(unfreeze_every=2)
+    # 2 epochs with N=2: only the heads ever train, then everything is trainable again
+    model = mlp()
+    before = snapshot(model)
+    train_one_task(model, settings, epochs=2, stream_config=config)
+    after = snapshot(model)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("backbone."))
+    assert not torch.equal(before["heads.0.weight"], after["heads.0.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+    # 3 epochs with N=1: epoch 1 opens the top group, epoch 2 the bottom one
+    model = mlp()
+    opened = []
+    original = ft.unfreeze
+
+    def spy(model_, settings_, epoch):
+        original(model_, settings_, epoch)
+        opened.append([p.requires_grad for p in model_.backbone.parameters()])
+
+    ft.unfreeze = spy
+    try:
+        train_one_task(model, ft.Finetune(unfreeze_every=1), epochs=3, stream_config=config)
+    finally:
+        ft.unfreeze = original
+    # backbone parameters: layer 1 (weight, bias), layer 3 (weight, bias)
+    assert opened == [[False] * 4, [False, False, True, True], [True] * 4, [True] * 4]
+
+
+def test_regularisers_act_on_what_trains():
+    model = mlp((10,))
+    ft.apply(
+        model,
+        ft.Finetune(mode="lora", lora={"rank": 2, "alpha": 4, "dropout": 0.0, "targets": None}),
+    )
+    names = set(penalised_parameters(model))
+    assert names == {n for n, p in model.named_parameters() if "lora_" in n} | {
+        "heads.0.weight",
+        "heads.0.bias",
+    }
+    linear_probe = mlp((10,))
+    ft.apply(linear_probe, ft.Finetune(mode="linear_probe"))
+    assert set(penalised_parameters(linear_probe)) == {"heads.0.weight", "heads.0.bias"}
+
+
+@pytest.mark.parametrize("mode", ["freeze", "linear_probe", "lora"])
+@pytest.mark.parametrize("strategy", ["ewc", "lwf", "l2"])
+def test_every_regime_composes_with_every_regulariser(fast_config, tmp_path, mode, strategy):
+    config = fast_config(*PRETRAINED, f"finetune.mode={mode}", f"strategy={strategy}")
+    results = run_experiment(config, tmp_path)
+    assert results["status"] == "complete" and len(results["acc_matrix"]) == 2
+    source = results["pretrain"]
+    assert len(source["acc"]) == 2 and source["init_acc"] > 0.9  # digits 0-4 learned first
+    if mode == "linear_probe":  # the backbone and the source head never move
+        assert source["acc"] == [source["init_acc"]] * 2
+    if strategy == "ewc":
+        assert results["train_loss"][0] > 0  # the penalty from the source is in the loss
+
+
+def test_ewc_anchors_the_pretrained_weights_with_the_source_fisher(fast_config):
+    config = fast_config(*PRETRAINED, "strategy=ewc")
+    seed_everything(0)
+    stream, model, strategy = build(config, CPU)
+    assert isinstance(strategy, EWC)
+    strategy.after_task(model, stream.source, [stream.source])
+    ((anchor, fisher),) = strategy.anchors
+    assert set(fisher) == set(penalised_parameters(model))  # backbone only, in task-IL
+    assert all(f.sum() > 0 for n, f in fisher.items() if n.endswith("weight"))
+
+
+def test_lora_run_resumes_to_the_same_matrix(fast_config, tmp_path, monkeypatch):
+    config = fast_config(*PRETRAINED, "finetune.mode=lora", "benchmark.num_tasks=3")
+    whole = run_experiment(config, tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        interrupt_before_task(patch, "naive", task_id=2)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(config, tmp_path / "cut")
+    resumed = run_experiment(config, tmp_path / "cut")
+    assert resumed["acc_matrix"] == whole["acc_matrix"]
+    assert resumed["pretrain"] == whole["pretrain"]
+
+
+def test_augmentation_by_hand():
+    x = torch.arange(2 * 1 * 3 * 3, dtype=torch.float32).reshape(2, 1, 3, 3)
+    crops = Augment(crop_padding=1)(x, torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    for i in range(2):  # each crop is one of the 9 windows of its padded image
+        windows = [padded[i, :, r : r + 3, c : c + 3] for r in range(3) for c in range(3)]
+        assert any(torch.equal(crops[i], w) for w in windows)
+    flipped = Augment(flip=True)(x, torch.Generator().manual_seed(0))
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+    big = torch.zeros(4000, 1, 4, 4)
+    noisy = Augment(noise_std=0.5)(big, torch.Generator().manual_seed(0))
+    assert noisy.std().item() == pytest.approx(0.5, rel=0.02)
+    again = Augment(crop_padding=1, flip=True, noise_std=0.5)
+    torch.testing.assert_close(
+        again(x, torch.Generator().manual_seed(3)), again(x, torch.Generator().manual_seed(3))
+    )
+
+
+def test_augmented_runs_are_reproducible_and_differ_from_plain(fast_config, tmp_path):
+    config = fast_config(
+        "benchmark=split_fmnist",
+        "benchmark.num_tasks=2",
+        "train.epochs=1",
+        "train.augment.crop_padding=2",
+        "train.augment.flip=true",
+        "train.augment.noise_std=0.1",
+        "train.iterations=20",
+    )
+    first = run_experiment(config, tmp_path / "a")
+    second = run_experiment(config, tmp_path / "b")
+    plain = run_experiment(
+        {
+            **config,
+            "train": {
+                **config["train"],
+                "augment": {"crop_padding": 0, "flip": False, "noise_std": 0.0},
+            },
+        },
+        tmp_path / "c",
+    )
+    assert first["acc_matrix"] == second["acc_matrix"]
+    assert first["acc_matrix"] != plain["acc_matrix"]
+
+
+def test_bad_regime_values_are_one_line(fast_config, tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"train.augment.flip=True is invalid; valid: false for digits"
+    ):
+        fast_config("train.augment.flip=true")
+    with pytest.raises(
+        ConfigError,
+        match=r"finetune.mode='half' is invalid; valid: full, freeze, linear_probe, lora",
+    ):
+        fast_config("finetune.mode=half")
+    with pytest.raises(ConfigError, match=r"pretrain and finetune run on the lab engine"):
+        fast_config("engine=avalanche", "finetune.mode=lora")
+    with pytest.raises(ConfigError, match=r"pretrain.path='\?\?\?' is invalid"):
+        fast_config("pretrain=file")
+    with pytest.raises(ConfigError, match=r"finetune.freeze=5 is invalid; valid: 0..2"):
+        run_experiment(fast_config("finetune.mode=freeze", "finetune.freeze=5"), tmp_path)
+
+
+def test_resnet18_for_small_inputs():
+    model = build_model("resnet18", (1, 28, 28), [10])
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    names = [n for n, _ in ft.layer_groups(model)]
+    assert names == [f"backbone.layers.{i}" for i in range(5)]  # stem, 4 stages
+    ft.apply(model, ft.Finetune(mode="freeze", freeze=1))
+    assert not any(p.requires_grad for p in model.backbone.layers[0].parameters())
+    assert all(p.requires_grad for p in model.backbone.layers[4].parameters())
+
+
+def test_pretrained_weights_reload_to_the_same_start(fast_config, tmp_path):
+    source_run = run_experiment(fast_config(*PRETRAINED), tmp_path / "source")
+    loaded = fast_config(
+        *[o for o in PRETRAINED if not o.startswith("pretrain")],
+        "pretrain=file",
+        f"pretrain.path={tmp_path / 'source' / 'pretrained.pt'}",
+        "pretrain.dataset=digits",
+        "pretrain.classes=[0,1,2,3,4]",
+    )
+    reloaded = run_experiment(loaded, tmp_path / "file")
+    assert reloaded["pretrain"]["init_acc"] == source_run["pretrain"]["init_acc"]
+    header = (tmp_path / "file" / "acc_matrix.csv").read_text().splitlines()[0]
+    assert header == "after_task,task_0,task_1,pretrain"
+    saved = json.loads((tmp_path / "file" / "results.json").read_text())
+    assert saved["pretrain"]["description"] == "digits classes 0,1,2,3,4"
