@@ -184,10 +184,18 @@ def test_regularisers_act_on_what_trains():
     assert set(penalised_parameters(linear_probe)) == {"heads.0.weight", "heads.0.bias"}
 
 
-@pytest.mark.parametrize("mode", ["freeze", "linear_probe", "lora"])
+REGIMES = {
+    "freeze": ["finetune.mode=freeze"],
+    "linear_probe": ["finetune.mode=linear_probe"],
+    "lora": ["finetune.mode=lora"],
+    "progressive": ["finetune.unfreeze_every=1", "finetune.layer_decay=0.5", "train.epochs=3"],
+}
+
+
+@pytest.mark.parametrize("mode", list(REGIMES))
 @pytest.mark.parametrize("strategy", ["ewc", "lwf", "l2"])
 def test_every_regime_composes_with_every_regulariser(fast_config, tmp_path, mode, strategy):
-    config = fast_config(*PRETRAINED, f"finetune.mode={mode}", f"strategy={strategy}")
+    config = fast_config(*PRETRAINED, *REGIMES[mode], f"strategy={strategy}")
     results = run_experiment(config, tmp_path)
     assert results["status"] == "complete" and len(results["acc_matrix"]) == 2
     source = results["pretrain"]

@@ -123,3 +123,32 @@ def test_cli_default_out_and_errors(sweep, tmp_path):
         missing.stderr.strip()
         == f"lab-report: error: no results.json at or below {tmp_path / 'nothing'}"
     )
+
+
+def test_engines_side_by_side_and_the_pretrain_columns(tmp_path):
+    root = tmp_path / "runs"
+    for engine, final in (("lab", 0.8), ("avalanche", 0.6)):
+        for seed in (0, 1):
+            path = root / f"{engine}{seed}"
+            write_run(path, "naive", seed, [[0.9, 0.0], [0.5, 1.0]])
+            results = json.loads((path / "results.json").read_text())
+            results["config"]["engine"] = engine
+            # the source: 0.9 after pre-training, then 0.85 and `final` (+0.1 for seed 1)
+            accs = [0.85, final + 0.1 * seed]
+            results["pretrain"] = {
+                "description": "digits classes 5,6",
+                "init_acc": 0.9,
+                "acc": accs,
+                "metrics": {"acc": accs[-1], "bwt": accs[-1] - 0.9, "forgetting": 0.9 - accs[-1]},
+            }
+            (path / "results.json").write_text(json.dumps(results))
+    report = write_report([str(root)], tmp_path / "out").read_text()
+    assert "| Pretrain ACC | Pretrain forgetting |" in report
+    # lab: pretrain ACC 0.80, 0.90 -> 85.0 ± 7.1, forgetting 10.0, 0.0 -> 5.0 ± 7.1
+    lines = {line.split(" | ")[0]: line for line in report.splitlines() if "engine=" in line}
+    assert lines["| naive engine=lab"].endswith("| **85.0 ± 7.1** | **5.0 ± 7.1** | 2 |")
+    assert lines["| naive engine=avalanche"].endswith("| 65.0 ± 7.1 | 25.0 ± 7.1 | 2 |")
+    assert (tmp_path / "out" / "figures" / "split_digits_class_pretrain.png").exists()
+    rows = list(csv.DictReader((tmp_path / "out" / "table.csv").open()))
+    mean = next(r for r in rows if r["kind"] == "mean" and "engine=lab" in r["method"])
+    assert float(mean["pretrain_acc"]) == pytest.approx(0.85)

@@ -244,7 +244,7 @@ class EWC(Strategy):
 
     def penalty(self, model: Classifier) -> Tensor:
         """sum_k sum_i F_{k,i} (theta_i - theta*_{k,i})^2, without the lambda/2."""
-        params = penalised_parameters(model)
+        params = dict(model.named_parameters())  # all: progressive unfreezing hides some
         curvature, centre, constant = self.consolidated()
         return constant + sum(
             (a * (params[n] - centre[n]).square()).sum() for n, a in curvature.items()

@@ -36,7 +36,7 @@ class L2(Strategy):
 
     def penalty(self, model: Classifier) -> Tensor:
         """||theta - theta*||^2, without the lambda/2."""
-        params = penalised_parameters(model)
+        params = dict(model.named_parameters())  # all: progressive unfreezing hides some
         return sum((params[n] - anchor).square().sum() for n, anchor in self.anchor.items())
 
     def loss(
