@@ -1,6 +1,7 @@
 """The lab engine against Avalanche on the same experiment, in one process.
 
     python scripts/bench_vs_avalanche.py [--repeats 3] [--device cpu]
+    python scripts/bench_vs_avalanche.py --profile   # where the lab's naive step goes
 
 Split Fashion-MNIST (5 tasks of 2 classes), class-IL, MLP 2x400, SGD (lr 0.01, momentum
 0.9), batch 128, 1 epoch per task; naive, EWC (its Fisher included) and LwF, each through
@@ -33,8 +34,11 @@ from hydra import compose, initialize_config_dir
 
 from lab.avalanche.strategies import EmpiricalFisher
 from lab.config import validate
-from lab.experiment import run_experiment
+from lab.engine import train_task
+from lab.experiment import build, run_experiment, seed_everything, train_settings
+from lab.optim import OptimizerSettings, make_optimizer
 from lab.run import config_dir
+from lab.strategies import Strategy
 
 SETTINGS = [
     "benchmark=split_fmnist",
@@ -86,9 +90,43 @@ def avalanche_own_fisher():
         EmpiricalFisher.compute_importances = ours
 
 
-def measure(overrides: list[str], device: str) -> dict[str, float]:
+def make_config(overrides: list[str], device: str) -> dict:
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        config = validate(compose("config", overrides=[*SETTINGS, f"device={device}", *overrides]))
+        return validate(compose("config", overrides=[*SETTINGS, f"device={device}", *overrides]))
+
+
+def profile(device: str) -> None:
+    """torch.profiler's top operators over one naive task of the lab engine, and the time
+    per step of a bare PyTorch loop (batch by index, forward, backward, SGD step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = make_config([], device)
+    seed_everything(0)
+    stream, model, _ = build(config, torch.device(device))
+    task, settings = stream.tasks[0], train_settings(config)
+
+    def one_task():
+        optimizer = make_optimizer(model.parameters(), OptimizerSettings(**config["optimizer"]))
+        generator = torch.Generator().manual_seed(0)
+        train_task(model, Strategy(), task, [task], optimizer, settings, generator, "class")
+
+    one_task()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        one_task()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    steps, started = 200, time.perf_counter()
+    for _ in range(steps):
+        index = torch.randint(0, len(task.train_y), (128,))
+        loss = torch.nn.functional.cross_entropy(model(task.train_x[index]), task.train_y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    print(f"bare PyTorch loop: {1000 * (time.perf_counter() - started) / steps:.2f} ms per step")
+
+
+def measure(overrides: list[str], device: str) -> dict[str, float]:
+    config = make_config(overrides, device)
     with tempfile.TemporaryDirectory() as run_dir, peak_memory(torch.device(device)) as memory:
         started = time.perf_counter()
         results = run_experiment(config, run_dir)
@@ -109,8 +147,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--profile", action="store_true", help="profile the lab's naive step")
     args = parser.parse_args()
     logging.disable(logging.INFO)
+    if args.profile:
+        profile(args.device)
+        return
     measure(["strategy=naive", "benchmark.num_tasks=2"], args.device)  # warm-up: data, imports
     rows = []
     for name, overrides in STRATEGIES.items():
