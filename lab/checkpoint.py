@@ -1,11 +1,12 @@
 """Resume a run after its last completed task.
 
 After every task the run saves, atomically, `checkpoint.pt` in its run dir: the model,
-the strategy's state (EWC's Fisher and anchors, LwF's teacher, L2's anchor, its
-generator), the batch-order generator, the global RNG states and results.json's content
-so far. The optimizer is not saved: the engine makes a fresh one for every task, so no
-optimizer state crosses a task boundary. Restoring all of this before the next task
-makes the rest of the run identical, bit for bit on the CPU, to an uninterrupted one.
+the strategy's state (EWC's Fisher and anchors, L2's anchor, its generator; LwF's teacher
+is the model itself at the start of the next task), the batch-order and augmentation
+generators, the global RNG states and results.json's content so far. The optimizer is not
+saved: the engine makes a fresh one for every task, so no optimizer state crosses a task
+boundary. Restoring all of this before the next task makes the rest of the run identical,
+bit for bit on the CPU, to an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ CHECKPOINT = "checkpoint.pt"
 
 
 def rng_states() -> dict[str, Any]:
+    name, keys, position, has_gauss, cached = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # as a tensor, so that the checkpoint loads weights-only (no numpy pickles)
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -35,7 +38,8 @@ def rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), position, has_gauss, cached))
     torch.set_rng_state(states["torch"].cpu())
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
@@ -59,5 +63,6 @@ def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[s
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
-    # our own file: it holds the LwF teacher as a module, so it is not weights-only
-    return torch.load(path, map_location=device, weights_only=False)
+    # tensors, numbers, strings and containers only: it loads weights-only, and so does
+    # pretrain=file from it
+    return torch.load(path, map_location=device, weights_only=True)

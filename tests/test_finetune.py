@@ -317,3 +317,11 @@ def test_pretrained_weights_reload_to_the_same_start(fast_config, tmp_path):
     assert header == "after_task,task_0,task_1,pretrain"
     saved = json.loads((tmp_path / "file" / "results.json").read_text())
     assert saved["pretrain"]["description"] == "digits classes 0,1,2,3,4"
+
+
+def test_a_lab_checkpoint_is_a_pretrained_start(fast_config, tmp_path):
+    """checkpoint.pt loads weights-only: its model starts the next run where it ended."""
+    first = run_experiment(fast_config("keep_checkpoint=true"), tmp_path / "first")
+    path = tmp_path / "first" / "checkpoint.pt"
+    second = run_experiment(fast_config("pretrain=file", f"pretrain.path={path}"), tmp_path / "b")
+    assert second["init_acc"] == first["acc_matrix"][-1]

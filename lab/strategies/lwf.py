@@ -19,7 +19,6 @@ gradient scale independent of T (Hinton et al.).
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -108,10 +107,3 @@ class LwF(Strategy):
         if self.weighting == "van_de_ven":
             return ce / self.tasks_so_far + (1 - 1 / self.tasks_so_far) * kd
         return ce + self.alpha * kd
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "teacher": self.teacher}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.teacher = state["teacher"]

@@ -41,7 +41,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def versions() -> dict[str, str]:
-    return {"lab": lab.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "lab": lab.__version__,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
 
 
 class RunResults:
