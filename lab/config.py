@@ -22,6 +22,7 @@ from lab.strategies import STRATEGIES, check_hyperparameters
 from lab.tracking.wandb_run import MODES as WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
+RESNET_WEIGHTS = ("IMAGENET1K_V1", "DEFAULT")  # torchvision's ResNet18_Weights
 ENGINES = ("lab", "avalanche")
 LOGGERS = ("none", "wandb")
 PROGRESS = ("auto", True, False)
@@ -122,7 +123,7 @@ MODEL = {
     "resnet18": {
         "name": one_of(MODELS),
         "init": one_of(INITIALISATIONS),
-        "weights": lambda key, value: value is None or string(key, value),
+        "weights": lambda key, value: value is None or one_of(RESNET_WEIGHTS)(key, value),
         "small_input": boolean,
     },
 }

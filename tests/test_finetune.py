@@ -286,6 +286,10 @@ def test_bad_regime_values_are_one_line(fast_config, tmp_path):
         fast_config("finetune.mode=half")
     with pytest.raises(ConfigError, match=r"pretrain and finetune run on the lab engine"):
         fast_config("engine=avalanche", "finetune.mode=lora")
+    with pytest.raises(
+        ConfigError, match=r"model.weights='imagenet' is invalid; valid: IMAGENET1K_V1"
+    ):
+        fast_config("model=resnet18", "model.weights=imagenet")
     with pytest.raises(ConfigError, match=r"pretrain.path='\?\?\?' is invalid"):
         fast_config("pretrain=file")
     with pytest.raises(ConfigError, match=r"finetune.freeze=5 is invalid; valid: 0..2"):
