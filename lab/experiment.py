@@ -22,7 +22,7 @@ import torch
 from lab import finetune as ft
 from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
-from lab.data import Stream, build_stream, load_dataset
+from lab.data import Dataset, Stream, build_stream, load_dataset
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError
 from lab.models import Classifier, build_model
@@ -49,9 +49,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_stream(config: dict[str, Any]) -> Stream:
+def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Stream:
+    """The benchmark's stream, cut from `dataset` (loaded here when not given)."""
     b = config["benchmark"]
-    dataset = load_dataset(b["dataset"], config["data"]["root"])
+    dataset = dataset or load_dataset(b["dataset"], config["data"]["root"])
     return build_stream(
         dataset,
         stream=b["stream"],
@@ -110,9 +111,10 @@ def build(
     """The stream (on `device`), model and strategy of a config. Seed first: the model's
     initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
     builds its own (lab.avalanche.strategies)."""
-    stream = make_stream(config)
+    dataset = load_dataset(config["benchmark"]["dataset"], config["data"]["root"])
+    stream = make_stream(config, dataset)
     stream.tasks = [task.to(device) for task in stream.tasks]
-    source = make_source(config)
+    source = make_source(config, dataset)
     if source is not None:
         if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
             raise ConfigError(

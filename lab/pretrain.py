@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from lab.data import Task, build_stream, load_dataset
+from lab.data import Dataset, Task, build_stream, load_dataset
 from lab.errors import ConfigError
 from lab.models import SOURCE, Classifier
 
@@ -39,12 +39,16 @@ log = logging.getLogger(__name__)
 PRETRAIN = ("none", "source", "file")
 
 
-def make_source(config: dict[str, Any]) -> Task | None:
-    """The source task (id SOURCE, targets = index in pretrain.classes), or None."""
+def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -> Task | None:
+    """The source task (id SOURCE, targets = index in pretrain.classes), or None.
+    `stream_dataset`, the benchmark's, is not read again when the source is the same."""
     pretrain = config["pretrain"]
     if pretrain["name"] == "none" or pretrain.get("dataset") is None:
         return None
-    dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
+    if stream_dataset is not None and pretrain["dataset"] == config["benchmark"]["dataset"]:
+        dataset = stream_dataset
+    else:
+        dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
     classes = pretrain["classes"] or list(range(dataset.num_classes))
     (task,) = build_stream(
         dataset,

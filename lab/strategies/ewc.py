@@ -240,6 +240,7 @@ class EWC(Strategy):
                 curvature[n], centre[n] = a.float(), m.float()
             self._consolidated = (curvature, centre, constant)
             self._consolidated_key = key
+            self._consolidated_from = [f for _, f in self.anchors]  # their ids stay unique
         return self._consolidated
 
     def penalty(self, model: Classifier) -> Tensor:
