@@ -1,28 +1,69 @@
 # The two commands of the README, each self-sufficient on a fresh machine:
 #   make run    the headline experiment: every method x 3 seeds on Split Fashion-MNIST,
 #               two runs at a time, then the report
-#   make test   the test suite
+#   make test   lint and the test suite
+# Both first make the project's own virtual environment, .venv, and install the project
+# into it. Only the venv is ever installed into, so they work with the system python3 of
+# Debian and Ubuntu (PEP 668 refuses pip outside a venv), a pyenv or conda Python, and
+# inside an already active venv (.venv is made from its base Python).
 PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+INSTALLED := $(VENV)/.installed
 
-.PHONY: install data run test lint
+# lab-run, lab-report, pytest and ruff are the venv's, also in the tests' subprocesses
+export PATH := $(BIN):$(PATH)
+export VIRTUAL_ENV := $(abspath $(VENV))
+unexport PYTHONPATH PYTHONHOME
 
-install: data
-	$(PYTHON) -m pip install -q -e '.[dev]'
+.PHONY: run test lint install system
 
-# Fashion-MNIST from Debian's package; elsewhere lab-run downloads it with torchvision.
-data:
-	@if [ ! -d $(FASHION_MNIST) ] && command -v apt-get >/dev/null; then \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
+run: $(INSTALLED)
+	$(BIN)/lab-run +ablation=methods hydra/launcher=joblib hydra.launcher.n_jobs=2
+	$(BIN)/lab-report multirun/methods/split_fmnist_class
+
+test: lint
+	$(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+install: $(INSTALLED)
+
+# What only the system's package manager gives: Fashion-MNIST (Debian's
+# dataset-fashion-mnist; elsewhere lab-run downloads it with torchvision) and, where
+# Debian/Ubuntu ship it apart from Python, the venv module (python3.X-venv).
+system:
+	@missing=""; \
+	if [ ! -d $(FASHION_MNIST) ]; then missing="dataset-fashion-mnist"; fi; \
+	if ! $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; then \
+		missing="$$missing python$$($(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv"; \
+	fi; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null; then \
+			echo "installing with apt-get:$$missing"; \
+			$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
+		else \
+			echo "no apt-get here; missing:$$missing (Fashion-MNIST is then downloaded by torchvision)"; \
+		fi; \
 	fi
 
-run: install
-	lab-run +ablation=methods hydra/launcher=joblib hydra.launcher.n_jobs=2
-	lab-report multirun/methods/split_fmnist_class
+$(BIN)/python: | system
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "error: $(PYTHON) cannot make a venv (no ensurepip); install your system's venv package for it, or run make PYTHON=/path/to/python3" >&2; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
 
-test: install lint
-	$(PYTHON) -m pytest
-
-lint:
-	ruff check . && ruff format --check .
+# uv installs the project about 3x faster than pip; pip does it where uv cannot be had.
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	@if $(BIN)/python -m pip install -q --disable-pip-version-check uv; then \
+		echo "installing the project into $(VENV) with uv"; \
+		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'; \
+	else \
+		echo "installing the project into $(VENV) with pip"; \
+		$(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev]'; \
+	fi
+	$(BIN)/python -m pip check
+	@touch $@
