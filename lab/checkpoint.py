@@ -11,6 +11,7 @@ bit for bit on the CPU, to an uninterrupted one.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -20,7 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lab.errors import brief
+
 CHECKPOINT = "checkpoint.pt"
+SAVED = ("model", "strategy", "generator", "augment_generator", "results", "rng")
+
+log = logging.getLogger(__name__)
 
 
 def rng_states() -> dict[str, Any]:
@@ -59,10 +65,24 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(run_dir: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
     """The checkpoint of run_dir with its tensors on `device` (RNG states stay on the CPU
-    side through set_rng_states), or None."""
+    side through set_rng_states), or None: none there, or one that cannot be read (cut
+    short by a full disk, a copy gone wrong), which is reported in one warning line."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
-    # tensors, numbers, strings and containers only: it loads weights-only, and so does
-    # pretrain=file from it
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        # tensors, numbers, strings and containers only: it loads weights-only, and so does
+        # pretrain=file from it
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        missing = [key for key in SAVED if key not in checkpoint]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)}")
+    except Exception as error:  # noqa: BLE001 - whatever is wrong with it, it cannot be used
+        log.warning(
+            "%s cannot be read (%s); the run starts again from its first task (its results "
+            "so far cannot be trusted without the model that made them)",
+            path,
+            brief(error),
+        )
+        return None
+    return checkpoint

@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Dataset, Stream, build_stream, load_dataset
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.models import Classifier, build_model
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.pretrain import load_weights, make_source
@@ -99,6 +100,12 @@ def format_summary(results: dict[str, Any]) -> str:
     for i, row in enumerate(matrix):
         lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:9.1f}" for a in row))
     lines.append(f"metrics: {_percentages(results['metrics'])}")
+    if results.get("diverged"):
+        tasks = ", ".join(map(str, results["diverged"]))
+        lines.append(
+            f"diverged: the training loss became non-finite in task(s) {tasks}; "
+            "lab-report keeps this run out of its means"
+        )
     if results.get("pretrain"):
         source = results["pretrain"]
         lines.append(f"pretrain ({source['description']}): {_percentages(source['metrics'])}")
@@ -185,17 +192,15 @@ def prepare_start(
         strategy.after_task(model, stream.source, [stream.source])
 
 
-def _header(config: dict[str, Any], stream: Stream, device: torch.device) -> dict[str, Any]:
-    """What results.json says of the run besides its results."""
+def _header(config: dict[str, Any]) -> dict[str, Any]:
+    """What results.json says of the run besides its results (tasks: once they are built)."""
     return {
         "benchmark": config["benchmark"]["name"],
         "scenario": config["scenario"],
         "strategy": config["strategy"]["name"],
         "seed": config["seed"],
-        "device": str(device),
-        "tasks": [
-            {"id": t.id, "classes": t.classes, "description": t.description} for t in stream.tasks
-        ],
+        "device": config["device"],  # until it is resolved (auto: cuda or cpu)
+        "tasks": [],
         "config": config,
     }
 
@@ -221,6 +226,178 @@ def _check_same_config(saved: dict[str, Any], config: dict[str, Any], run_dir: P
             )
 
 
+@dataclass
+class Setup:
+    """What a run trains with, ready for its first task not yet done."""
+
+    stream: Stream
+    model: Classifier
+    strategy: Strategy | None  # None with engine=avalanche
+    device: torch.device
+    settings: TrainSettings
+    finetune: ft.Finetune
+    generator: torch.Generator  # the order of the batches
+    augment_generator: torch.Generator
+    start_task: int = 0
+    time_before: float = 0.0  # seconds the run had taken before it was cut (a resume)
+
+
+def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup:
+    """Build the run from its config, then restore it from the checkpoint of a cut run, or
+    bring it to its start (pre-training, the accuracy before training: the init row)."""
+    device = resolve_device(config["device"])
+    checkpoint = load_checkpoint(run_dir, device)
+    if checkpoint is not None:
+        _check_same_config(checkpoint["results"]["config"], config, run_dir, "a checkpoint")
+    seed_everything(config["seed"])
+    stream, model, strategy = build(config, device)
+    setup = Setup(
+        stream,
+        model,
+        strategy,
+        device,
+        train_settings(config),
+        ft.Finetune(**config["finetune"]),
+        torch.Generator().manual_seed(config["seed"]),
+        torch.Generator(device).manual_seed(config["seed"]),
+    )
+    if checkpoint is not None:
+        _restore(setup, checkpoint, results)
+        log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
+        return setup
+    results.restart(_header(config))
+    results.data["device"] = str(device)
+    results.data["tasks"] = [
+        {"id": t.id, "classes": t.classes, "description": t.description} for t in stream.tasks
+    ]
+    started = time.perf_counter()
+    prepare_start(
+        config, stream, model, strategy, setup.finetune, setup.generator, setup.augment_generator
+    )
+    if config["pretrain"]["name"] == "source":
+        results.data["timing"]["pretrain_s"] = time.perf_counter() - started
+        torch.save(model.state_dict(), run_dir / "pretrained.pt")
+    started = time.perf_counter()
+    sources = [stream.source] if stream.source is not None else []
+    accuracies = evaluate(model, stream.tasks + sources, setup.settings.eval_batch_size)
+    if stream.source is not None:
+        results.set_source(stream.source.description, accuracies[-1])
+    results.set_init_acc(accuracies[: len(stream.tasks)], time.perf_counter() - started)
+    return setup
+
+
+def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> None:
+    ft.apply(setup.model, setup.finetune)  # LoRA's adapters must exist to take their weights
+    setup.model.load_state_dict(checkpoint["model"])
+    setup.strategy.load_state_dict(checkpoint["strategy"])
+    setup.generator.set_state(checkpoint["generator"].cpu())
+    setup.augment_generator.set_state(checkpoint["augment_generator"].cpu())
+    set_rng_states(checkpoint["rng"])
+    results.data = {**checkpoint["results"], "status": "running"}
+    results.data.setdefault("diverged", [])  # a checkpoint written before the field existed
+    setup.start_task = len(results.data["acc_matrix"])
+    setup.time_before = results.data["timing"]["total_s"]
+
+
+class Recorder:
+    """What follows every task: its row in results.json, the checkpoint, acc_matrix.csv and
+    .png, and the W&B mirror; so that a run cut at any moment keeps every task it finished."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        run_dir: Path,
+        setup: Setup,
+        results: RunResults,
+        wandb_run: WandbRun | None,
+        started: float,
+    ):
+        self.config, self.run_dir, self.setup = config, run_dir, setup
+        self.results, self.wandb_run, self.started = results, wandb_run, started
+        self.names = task_names(setup.stream)
+        self.names += ["pretrain"] if setup.stream.source is not None else []
+
+    def elapsed(self) -> float:
+        return self.setup.time_before + time.perf_counter() - self.started
+
+    def __call__(self, task: TaskResult) -> None:
+        config, run_dir, setup, results = self.config, self.run_dir, self.setup, self.results
+        results.data["timing"]["total_s"] = self.elapsed()
+        results.add_row(
+            task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
+        )
+        if setup.strategy is not None:  # Avalanche's strategies are not checkpointed: it restarts
+            save_checkpoint(
+                run_dir,
+                {
+                    "model": setup.model.state_dict(),
+                    "strategy": setup.strategy.state_dict(),
+                    "generator": setup.generator.get_state(),
+                    "augment_generator": setup.augment_generator.get_state(),
+                    "results": results.data,
+                },
+            )
+        matrix, init = with_source_column(results.data)
+        with_source = setup.stream.source is not None
+        write_acc_matrix_csv(run_dir / "acc_matrix.csv", matrix, with_source=with_source)
+        save_acc_matrix_png(
+            run_dir / "acc_matrix.png",
+            matrix,
+            init,
+            self.names,
+            title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
+            f" ({config['scenario']}-IL, seed {config['seed']})",
+        )
+        if self.wandb_run is not None:
+            self.wandb_run.log_task(
+                task.index,
+                task.accuracies,
+                results.data["metrics"],
+                task.losses,
+                results.data.get("pretrain"),
+            )
+        if task.index in results.data["diverged"]:
+            log.warning(
+                "the training loss diverged (non-finite) in task %d: lower the strategy's "
+                "strength or optimizer.lr; lab-report keeps this run out of its means",
+                task.index,
+            )
+        log.info(
+            "after task %d/%d: %s",
+            task.index + 1,
+            len(setup.stream.tasks),
+            " ".join(f"{100 * a:.1f}" for a in task.accuracies),
+        )
+
+
+def train(config: dict[str, Any], setup: Setup, record: Recorder, progress: bool) -> None:
+    """The stream's remaining tasks, through the configured engine."""
+    if config["engine"] == "avalanche":
+        from lab.avalanche.engine import train_stream as train_with_avalanche  # slow import
+
+        train_with_avalanche(setup.model, setup.stream, config, setup.device, on_task_end=record)
+        return
+    train_stream(
+        setup.model,
+        setup.stream,
+        setup.strategy,
+        OptimizerSettings(**config["optimizer"]),
+        setup.settings,
+        generator=setup.generator,
+        start_task=setup.start_task,
+        on_task_end=record,
+        progress=progress,
+        source=setup.stream.source,
+        finetune=setup.finetune,
+        augment_generator=setup.augment_generator,
+    )
+
+
+def describe(error: BaseException) -> str:
+    """An error as results.json records it: a user's mistake by its message alone."""
+    return str(error) if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
+
+
 def run_experiment(
     config: dict[str, Any],
     run_dir: str | Path,
@@ -230,10 +407,12 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train the configured model on the configured stream; returns results.json's content.
 
+    Prepare (build, resume or pre-train), train task by task, record after every task:
     results.json, acc_matrix.csv and acc_matrix.png are (re)written in `run_dir` after
-    every task, so an interrupted run keeps every task it completed. With
-    config["logger"]["name"] == "wandb" the run is mirrored to W&B under `run_name` and
-    `group` (lab-run derives them from the overrides and the sweep).
+    every task, so an interrupted run keeps every task it completed; a run that fails
+    says so in results.json ("failed", with the error). With config["logger"]["name"] ==
+    "wandb" the run is mirrored to W&B under `run_name` and `group` (lab-run derives them
+    from the overrides and the sweep).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
@@ -243,127 +422,22 @@ def run_experiment(
         _check_same_config(previous.get("config", {}), config, run_dir, "a complete run")
         log.info("%s holds a complete run of this config: nothing to do", run_dir)
         return previous
-    device = resolve_device(config["device"])
-    checkpoint = load_checkpoint(run_dir, device)
-    if checkpoint is not None:
-        _check_same_config(checkpoint["results"]["config"], config, run_dir, "a checkpoint")
-    seed_everything(config["seed"])
-    stream, model, strategy = build(config, device)
-    generator = torch.Generator().manual_seed(config["seed"])  # the order of the batches
-    augment_generator = torch.Generator(device).manual_seed(config["seed"])
-    finetune = ft.Finetune(**config["finetune"])
-    settings = train_settings(config)
-    names = task_names(stream) + (["pretrain"] if stream.source is not None else [])
-    results = RunResults(run_dir, _header(config, stream, device))
-    start_task, time_before = 0, 0.0
-    if checkpoint is not None:
-        ft.apply(model, finetune)  # LoRA's adapters must exist to take their weights
-        model.load_state_dict(checkpoint["model"])
-        strategy.load_state_dict(checkpoint["strategy"])
-        generator.set_state(checkpoint["generator"].cpu())
-        augment_generator.set_state(checkpoint["augment_generator"].cpu())
-        set_rng_states(checkpoint["rng"])
-        results.data = {**checkpoint["results"], "status": "running"}
-        start_task = len(results.data["acc_matrix"])
-        time_before = results.data["timing"]["total_s"]
-        log.info("resuming %s after task %d", run_dir, start_task - 1)
-    wandb_run = None
-    if config["logger"]["name"] == "wandb":
-        wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
+    # until the run restarts or resumes, results.json keeps what an earlier try of it holds
+    kept = previous if previous is not None and previous.get("config") == config else None
+    results = RunResults(run_dir, _header(config), kept)
+    setup, wandb_run = None, None
     try:
-        if checkpoint is None:
-            pretrain_started = time.perf_counter()
-            prepare_start(config, stream, model, strategy, finetune, generator, augment_generator)
-            if config["pretrain"]["name"] == "source":
-                results.data["timing"]["pretrain_s"] = time.perf_counter() - pretrain_started
-                torch.save(model.state_dict(), run_dir / "pretrained.pt")
-            eval_started = time.perf_counter()
-            sources = [stream.source] if stream.source is not None else []
-            accuracies = evaluate(model, stream.tasks + sources, settings.eval_batch_size)
-            if stream.source is not None:
-                results.set_source(stream.source.description, accuracies[-1])
-            results.set_init_acc(
-                accuracies[: len(stream.tasks)], time.perf_counter() - eval_started
-            )
-
-        def record(task: TaskResult) -> None:
-            results.data["timing"]["total_s"] = time_before + time.perf_counter() - started
-            results.add_row(
-                task.accuracies,
-                float(np.mean(task.losses)),
-                task.train_s,
-                task.eval_s,
-                task.source_accuracy,
-            )
-            if strategy is not None:  # Avalanche's strategies are not checkpointed: it restarts
-                save_checkpoint(
-                    run_dir,
-                    {
-                        "model": model.state_dict(),
-                        "strategy": strategy.state_dict(),
-                        "generator": generator.get_state(),
-                        "augment_generator": augment_generator.get_state(),
-                        "results": results.data,
-                    },
-                )
-            matrix, init = with_source_column(results.data)
-            write_acc_matrix_csv(
-                run_dir / "acc_matrix.csv", matrix, with_source=stream.source is not None
-            )
-            save_acc_matrix_png(
-                run_dir / "acc_matrix.png",
-                matrix,
-                init,
-                names,
-                title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
-                f" ({config['scenario']}-IL, seed {config['seed']})",
-            )
-            if wandb_run is not None:
-                wandb_run.log_task(
-                    task.index,
-                    task.accuracies,
-                    results.data["metrics"],
-                    task.losses,
-                    results.data.get("pretrain"),
-                )
-            if not np.isfinite(task.losses).all():
-                log.warning(
-                    "the training loss diverged (non-finite) in task %d: lower the strategy's "
-                    "strength or optimizer.lr",
-                    task.index,
-                )
-            log.info(
-                "after task %d/%d: %s",
-                task.index + 1,
-                len(stream.tasks),
-                " ".join(f"{100 * a:.1f}" for a in task.accuracies),
-            )
-
-        if config["engine"] == "avalanche":
-            from lab.avalanche.engine import train_stream as train_with_avalanche  # slow import
-
-            train_with_avalanche(model, stream, config, device, on_task_end=record)
-        else:
-            train_stream(
-                model,
-                stream,
-                strategy,
-                OptimizerSettings(**config["optimizer"]),
-                settings,
-                generator=generator,
-                start_task=start_task,
-                on_task_end=record,
-                progress=progress,
-                source=stream.source,
-                finetune=finetune,
-                augment_generator=augment_generator,
-            )
+        setup = prepare(config, run_dir, results)
+        if config["logger"]["name"] == "wandb":
+            wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
+        record = Recorder(config, run_dir, setup, results, wandb_run, started)
+        train(config, setup, record, progress)
     except BaseException as error:
-        elapsed = time_before + time.perf_counter() - started
-        results.finish("failed", elapsed, f"{type(error).__name__}: {error}")
+        before = setup.time_before if setup is not None else 0.0
+        results.finish("failed", before + time.perf_counter() - started, describe(error))
         raise
     else:
-        results.finish("complete", time_before + time.perf_counter() - started)
+        results.finish("complete", record.elapsed())
         if not config["keep_checkpoint"]:
             (run_dir / CHECKPOINT).unlink(missing_ok=True)
         log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)

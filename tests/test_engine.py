@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from lab.engine import TrainSettings, train_task
@@ -83,11 +81,3 @@ def test_optimizers():
     sgd = make_optimizer(params, OptimizerSettings("sgd", 0.1, momentum=0.9, weight_decay=0.5))
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 0.5
     assert isinstance(make_optimizer(params, OptimizerSettings("adamw", 0.1)), torch.optim.AdamW)
-
-
-def test_a_diverging_run_says_so(fast_config, tmp_path, caplog):
-    config = fast_config("strategy=ewc", "strategy.lambda=1e9")  # curvature far past SGD's limit
-    with caplog.at_level("WARNING", logger="lab.experiment"):
-        results = run_experiment(config, tmp_path)
-    assert results["status"] == "complete" and not all(map(math.isfinite, results["train_loss"]))
-    assert "the training loss diverged (non-finite) in task 1" in caplog.text

@@ -18,7 +18,9 @@ TASKS = [
 ]
 
 
-def write_run(path, strategy, seed, matrix, status="complete", params=None, scenario="class"):
+def write_run(
+    path, strategy, seed, matrix, status="complete", params=None, scenario="class", diverged=()
+):
     config = {
         "benchmark": {"name": "split_digits", "num_tasks": 2},
         "strategy": {"name": strategy, **(params or {})},
@@ -38,6 +40,7 @@ def write_run(path, strategy, seed, matrix, status="complete", params=None, scen
         "acc_matrix": matrix,
         "init_acc": [0.5, 0.5],
         "metrics": accuracy_metrics(matrix, [0.5, 0.5]),
+        "diverged": list(diverged),
         "config": config,
     }
     path.mkdir(parents=True)
@@ -58,6 +61,8 @@ def sweep(tmp_path):
     # not aggregated: a run killed after task 0, and a failed one
     write_run(root / "5", "naive", 2, [[0.9, 0.0]], status="running")
     write_run(root / "6", "naive", 3, [], status="failed")
+    # complete, but its loss went non-finite in task 1: averaged in, naive would be 40.0
+    write_run(root / "8", "naive", 4, [[0.9, 0.0], [0.1, 0.0]], diverged=[1])
     # another scenario: its own table
     write_run(root / "7", "naive", 0, [[1.0, 0.5], [0.9, 1.0]], scenario="task")
     return root
@@ -79,10 +84,13 @@ def test_report_tables_by_hand(sweep, tmp_path):
     # best ACC: ewc lambda=10 (85.0); lowest forgetting: ewc lambda=100 (0.0)
     assert "| **85.0 ± 7.1** | 20.0 ± 14.1 |" in rows["ewc lambda=10"]
     assert "| 80.0 ± 0.0 | **0.0 ± 0.0** |" in rows["ewc lambda=100"]
-    # incomplete runs are listed, never averaged in
-    assert "Incomplete or failed runs" in text
+    # incomplete, failed and diverged runs are listed, never averaged in
+    assert "Incomplete, failed or diverged runs" in text
     assert f"| {sweep / '5'} | running | 1/2 |" in text
     assert f"| {sweep / '6'} | failed | 0/2 |" in text
+    diverged = "complete, diverged (non-finite training loss in task 1)"
+    assert f"| {sweep / '8'} | {diverged} | 2/2 |" in text
+    assert "9 runs from" in text and "6 in the tables, 1 diverged, 2 incomplete or failed" in text
 
 
 def test_report_files(sweep, tmp_path):

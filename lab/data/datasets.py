@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lab.errors import DataNotFoundError
+from lab.errors import DataFileError, DataNotFoundError, brief
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -47,15 +48,33 @@ class Dataset:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped): the format of MNIST and its relatives."""
+    """Read an IDX file (optionally gzipped): the format of MNIST and its relatives.
+    ValueError, OSError or EOFError when the file is not a whole IDX file of bytes."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08":
+        raise ValueError("not an IDX file of unsigned bytes")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape)) + 4 + 4 * ndim
+    if len(data) != expected:
+        raise ValueError(f"{len(data)} bytes where its header promises {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+# What a damaged or cut IDX file raises when it is read (zlib.error: a corrupt gzip stream)
+UNREADABLE = (OSError, EOFError, ValueError, zlib.error)
+
+
+def damaged(path: Path, error: Exception) -> DataFileError:
+    """One line naming the file, why it cannot be read and what to do."""
+    remedy = (
+        "reinstall it: apt-get install --reinstall dataset-fashion-mnist"
+        if path.is_relative_to(DEBIAN_FASHION_MNIST)
+        else "delete it so that it is downloaded again, or replace it with an intact copy"
+    )
+    return DataFileError(f"{path} cannot be read ({brief(error)}); {remedy}")
 
 
 def _find_idx_file(directory: Path, stem: str) -> Path | None:
@@ -80,7 +99,19 @@ def _images(array: np.ndarray) -> torch.Tensor:
 
 
 def load_idx_dataset(name: str, directory: Path) -> Dataset:
-    arrays = {key: read_idx(_find_idx_file(directory, stem)) for key, stem in IDX_FILES.items()}
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        path = _find_idx_file(directory, stem)
+        try:
+            arrays[key] = read_idx(path)
+        except UNREADABLE as error:
+            raise damaged(path, error) from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if len(images) != len(labels):
+            path = _find_idx_file(directory, IDX_FILES[f"{split}_labels"])
+            error = ValueError(f"{len(labels)} labels for {len(images)} images")
+            raise damaged(path, error)
     return Dataset(
         name=name,
         train_x=_images(arrays["train_images"]),
@@ -140,10 +171,13 @@ def load_kmnist(root: Path) -> Dataset:
 def _read_cifar_batches(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for file in files:
-        with open(file, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        try:
+            with open(file, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        except Exception as error:  # noqa: BLE001 - unpickling garbage raises anything
+            raise damaged(file, error) from None
     return np.concatenate(images), np.concatenate(labels)
 
 

@@ -16,11 +16,11 @@ from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
 from lab.report.tables import latex_table, markdown_table, write_csv
 
 
-def _incomplete_section(runs: list[Run]) -> list[str]:
+def _excluded_section(runs: list[Run]) -> list[str]:
     if not runs:
         return []
     lines = [
-        "## Incomplete or failed runs (not in the tables)",
+        "## Incomplete, failed or diverged runs (not in the tables)",
         "",
         "| run dir | status | tasks done | error |",
         "|---|---|---:|---|",
@@ -29,23 +29,29 @@ def _incomplete_section(runs: list[Run]) -> list[str]:
         done = len(run.results.get("acc_matrix", []))
         total = len(run.results.get("tasks", [])) or "?"
         error = run.results.get("error", "").replace("|", "\\|")
-        lines.append(f"| {run.path} | {run.status} | {done}/{total} | {error} |")
+        status = run.status
+        if run.results.get("diverged"):
+            tasks = ", ".join(map(str, run.results["diverged"]))
+            status += f", diverged (non-finite training loss in task {tasks})"
+        lines.append(f"| {run.path} | {status} | {done}/{total} | {error} |")
     return [*lines, ""]
 
 
 def write_report(paths: list[str], out: Path) -> Path:
     """Build the report of the runs at or below `paths` into `out`; returns report.md."""
     runs = load_runs(find_run_dirs(paths))
-    tables, incomplete = group_runs(runs)
+    tables, excluded = group_runs(runs)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    complete = sum(len(g.runs) for groups in tables.values() for g in groups)
+    usable = sum(len(g.runs) for groups in tables.values() for g in groups)
+    diverged = sum(1 for r in excluded if r.status == "complete")
     md = [
         "# Forgetting report",
         "",
-        f"{len(runs)} runs from {', '.join(paths)}: {complete} complete, "
-        f"{len(incomplete)} incomplete or failed. Values in %, mean ± std over seeds "
-        "(sample std); best mean per column in bold (lowest for forgetting).",
+        f"{len(runs)} runs from {', '.join(paths)}: {usable} in the tables, "
+        f"{diverged} diverged, {len(excluded) - diverged} incomplete or failed. "
+        "Values in %, mean ± std over seeds (sample std); best mean per column in bold "
+        "(lowest for forgetting).",
         "",
     ]
     tex = []
@@ -68,7 +74,7 @@ def write_report(paths: list[str], out: Path) -> Path:
         if any(g.pretrained for g in groups):
             pretrain_tradeoff(groups, figures / f"{stem}_pretrain", f"{title}: old vs new")
             md += [f"![pre-training source vs stream]({figures.name}/{stem}_pretrain.png)", ""]
-    md += _incomplete_section(incomplete)
+    md += _excluded_section(excluded)
     (out / "report.md").write_text("\n".join(md))
     (out / "table.tex").write_text("% requires \\usepackage{booktabs}\n" + "\n\n".join(tex) + "\n")
     write_csv(out / "table.csv", tables)

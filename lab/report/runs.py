@@ -2,7 +2,8 @@
 
 Runs are grouped by everything in their resolved config except the seed and the keys that
 do not change what is computed (device, progress, data root, logger), one table per
-benchmark x scenario. Only complete runs are aggregated; the others are listed.
+benchmark x scenario. Only complete runs whose training never diverged are aggregated;
+the others (incomplete, failed, diverged) are listed.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ class Run:
     @property
     def config(self) -> dict[str, Any]:
         return self.results.get("config", {})
+
+    @property
+    def usable(self) -> bool:
+        """Complete, and its training loss stayed finite: a result to average."""
+        return self.status == "complete" and not self.results.get("diverged")
 
 
 def metric_of(results: dict[str, Any], metric: str) -> float | None:
@@ -115,9 +121,10 @@ def load_runs(dirs: list[Path]) -> list[Run]:
 
 
 def group_runs(runs: list[Run]) -> tuple[dict[tuple[str, str], list[Group]], list[Run]]:
-    """Complete runs grouped per (benchmark, scenario); the incomplete and failed runs."""
-    complete = [r for r in runs if r.status == "complete"]
-    incomplete = [r for r in runs if r.status != "complete"]
+    """Usable runs grouped per (benchmark, scenario); the others (incomplete, failed or
+    diverged)."""
+    complete = [r for r in runs if r.usable]
+    excluded = [r for r in runs if not r.usable]
     groups: dict[tuple, Group] = {}
     for run in complete:
         settings = {k: v for k, v in flatten(run.config).items() if not k.startswith(NOT_GROUPED)}
@@ -132,7 +139,7 @@ def group_runs(runs: list[Run]) -> tuple[dict[tuple[str, str], list[Group]], lis
         tables[(group.benchmark, group.scenario)].append(group)
     for table in tables.values():  # groups stay in the order of their first run (the sweep's)
         _label(table)
-    return dict(sorted(tables.items())), incomplete
+    return dict(sorted(tables.items())), excluded
 
 
 def _varying(groups: list[Group], keys: list[str]) -> list[str]:

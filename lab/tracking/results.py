@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import lab
@@ -49,11 +50,20 @@ def versions() -> dict[str, str]:
 
 
 class RunResults:
-    """The content of results.json, saved to `run_dir` at every change."""
+    """The content of results.json, saved to `run_dir` at every change.
 
-    def __init__(self, run_dir: Path, header: dict[str, Any]):
+    `kept`: what an earlier, unfinished try of the same run wrote; it stays until the run
+    restarts (`restart`) or resumes (which sets `data`), so that a failure before either
+    loses none of it."""
+
+    def __init__(self, run_dir: Path, header: dict[str, Any], kept: dict[str, Any] | None = None):
         self.path = Path(run_dir) / "results.json"
-        self.data: dict[str, Any] = {
+        self.data: dict[str, Any] = kept if kept is not None else {}
+        if kept is None:
+            self.restart(header)
+
+    def restart(self, header: dict[str, Any]) -> None:
+        self.data = {
             "schema_version": SCHEMA_VERSION,
             "status": "running",
             **header,
@@ -61,6 +71,7 @@ class RunResults:
             "init_acc": [],
             "metrics": accuracy_metrics([]),
             "train_loss": [],
+            "diverged": [],  # tasks whose training loss became non-finite
             "timing": {
                 "total_s": 0.0,
                 "train_s": 0.0,
@@ -91,13 +102,19 @@ class RunResults:
     def add_row(
         self,
         row: list[float],
-        mean_loss: float,
+        losses: list[float],
         train_s: float,
         eval_s: float,
         source_acc: float | None = None,
     ) -> None:
+        """Task len(acc_matrix)'s row, the loss of each of its steps, and its timings."""
+        task = len(self.data["acc_matrix"])
         self.data["acc_matrix"].append(list(row))
-        self.data["train_loss"].append(mean_loss)
+        finite = bool(np.isfinite(losses).all())
+        # JSON has no NaN: a diverged task's mean loss is null, and the task is listed
+        self.data["train_loss"].append(float(np.mean(losses)) if finite and losses else None)
+        if not finite:
+            self.data["diverged"].append(task)
         self.data["metrics"] = accuracy_metrics(self.data["acc_matrix"], self.data["init_acc"])
         if "pretrain" in self.data:
             source = self.data["pretrain"]

@@ -13,7 +13,8 @@ What a run shows in W&B:
   acc_matrix/long   table (trained_task, eval_task, accuracy)
   acc_matrix/wide   table (after_task, task_0, ..., task_T-1)
   acc_matrix/heatmap  the acc_matrix.png of the run dir
-  summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc)
+  summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc),
+                    the status and the diverged tasks; a run that diverged is tagged `diverged`
   artifact          results.json, acc_matrix.csv and acc_matrix.png ("results" type)
 """
 
@@ -142,6 +143,9 @@ class WandbRun:
             for key, value in results.get("pretrain", {}).get("metrics", {}).items():
                 self.run.summary[f"pretrain_{key}"] = value
             self.run.summary["status"] = results["status"]
+            self.run.summary["diverged"] = results.get("diverged", [])
+            if results.get("diverged"):  # to filter such runs out in the W&B UI
+                self.run.tags = (*self.run.tags, "diverged")
             artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
             for file in ("results.json", "acc_matrix.csv", "acc_matrix.png"):
                 if (run_dir / file).exists():
