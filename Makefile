@@ -24,8 +24,9 @@ run: $(INSTALLED)
 	$(BIN)/lab-run +ablation=methods hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(BIN)/lab-report multirun/methods/split_fmnist_class
 
+# a pytest-xdist worker per core: the suite is mostly independent lab-run processes
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
@@ -60,7 +61,9 @@ $(BIN)/python: | system
 $(INSTALLED): pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -m pip install -q --disable-pip-version-check uv; then \
 		echo "installing the project into $(VENV) with uv"; \
-		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]'; \
+		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' || { \
+			echo "uv failed (above); installing with pip instead"; \
+			$(BIN)/python -m pip install -q -e '.[dev]'; }; \
 	else \
 		echo "installing the project into $(VENV) with pip"; \
 		$(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev]'; \

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from lab.config import validate
 from lab.run import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist (`make test` runs a worker per core), each worker's torch and the
+# lab-run processes it starts take their share of the cores, not all of them each.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    share = max(1, (os.cpu_count() or 1) // WORKERS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+    torch.set_num_threads(share)
 
 # Small enough for seconds on a CPU, real enough to show forgetting.
 # W&B in disabled mode: its code path runs, nothing is written.
