@@ -99,12 +99,23 @@ def anything(key: str, value: Any) -> None:
     """Checked elsewhere (by the stream's own rules below)."""
 
 
+def strengths(key: str, value: Any) -> None:
+    """A benchmark's own default strengths: {strategy: number >= 0}."""
+    if not isinstance(value, dict):
+        _fail(key, value, "a mapping of strategy to strength, e.g. {ewc: 300}")
+    for name, strength in value.items():
+        if name not in STRATEGIES:
+            raise ConfigError(f"{key}.{name} is not a strategy; valid: {', '.join(STRATEGIES)}")
+        number(0.0)(f"{key}.{name}", strength)
+
+
 COMMON_BENCHMARK = {
     "name": anything,
     "dataset": one_of(LOADERS),
     "stream": one_of(STREAMS),
     "num_tasks": integer(minimum=1),
     "standardize": boolean,
+    "strengths": strengths,
 }
 BENCHMARK = {
     "split": {**COMMON_BENCHMARK, "class_order": anything, "shuffle_classes": boolean},

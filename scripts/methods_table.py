@@ -1,13 +1,18 @@
 """The methods table: ACC and forgetting of every strategy in every scenario, over seeds.
 
-    python scripts/methods_table.py search   # strength grid on a held-out seed
-    python scripts/methods_table.py table    # the table with the configured defaults
+    python scripts/methods_table.py search     # strength grid on a held-out seed
+    python scripts/methods_table.py table      # the table with the configured defaults
+    python scripts/methods_table.py stability  # the defaults on every benchmark here
 
 Split Fashion-MNIST (5 tasks of 2 classes), MLP 2x400, the default training regime
 (SGD, lr 0.01, momentum 0.9, batch 128, 2 epochs per task). `search` runs each method's
 strength grid on seed 100, a seed the table does not use, and prints the best value per
-scenario; `table` runs the configs in conf/strategy/ on seeds 0, 1, 2. Every run leaves
-its run directory under --out.
+scenario; `table` runs the configs in conf/strategy/ on seeds 0, 1, 2. `stability` runs
+every strategy at its default strength (the benchmark's own where it sets one, in
+benchmark.strengths) on each benchmark whose data this machine has, in every scenario,
+and prints the largest mean training loss of a task: a default must never make training
+explode (non-finite, or above 10, where cross-entropy starts near log 10 = 2.3). Every run
+leaves its run directory under --out.
 """
 
 from __future__ import annotations
@@ -108,15 +113,63 @@ def table(out: Path, workers: int, seeds: list[int]) -> None:
         print(f"| {method} | " + " | ".join(cells) + " |")
 
 
+STABILITY_BENCHMARKS = ("split_digits", "split_fmnist", "permuted_fmnist", "rotated_fmnist")
+EXPLODED = 10.0  # a task's mean training loss above this is not training
+
+
+def stability(
+    out: Path, workers: int, seeds: list[int], benchmarks: list[str], methods: list[str]
+) -> None:
+    jobs, keys = [], []
+    for benchmark in benchmarks:
+        for method in methods:
+            for scenario in SCENARIOS:
+                for seed in seeds:
+                    overrides = [f"benchmark={benchmark}", f"strategy={method}"]
+                    overrides += [f"scenario={scenario}", f"seed={seed}"]
+                    path = out / "stability" / benchmark / method / scenario / str(seed)
+                    jobs.append((overrides, str(path)))
+                    keys.append((benchmark, method, scenario))
+    results = run_all(jobs, workers)
+    print(f"\nlargest mean training loss of a task, over seeds {seeds} (! = exploded)\n")
+    print(f"| benchmark | method | strength | {' | '.join(f'{s}-IL' for s in SCENARIOS)} |")
+    print("|---|---|---:|" + "---:|" * len(SCENARIOS))
+    unstable = 0
+    for benchmark in benchmarks:
+        for method in methods:
+            name = GRIDS[method][0]
+            cells, strength = [], None
+            for scenario in SCENARIOS:
+                runs = [
+                    r
+                    for k, r in zip(keys, results, strict=True)
+                    if k == (benchmark, method, scenario)
+                ]
+                strength = runs[0]["config"]["strategy"][name]
+                losses = [loss for r in runs for loss in r["train_loss"]]
+                worst = max(float("inf") if loss is None else loss for loss in losses)
+                bad = worst > EXPLODED or any(r["diverged"] for r in runs)
+                unstable += bad
+                cells.append(f"{worst:.2g}{' !' if bad else ''}")
+            print(f"| {benchmark} | {method} | {name}={strength:g} | " + " | ".join(cells) + " |")
+    print(f"\n{unstable} unstable (benchmark, method, scenario) cells")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["search", "table"])
+    parser.add_argument("mode", choices=["search", "table", "stability"])
     parser.add_argument("--out", type=Path, default=Path("outputs/methods_table"))
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (1 thread each)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--benchmarks", nargs="+", default=list(STABILITY_BENCHMARKS), help="stability only"
+    )
+    parser.add_argument("--methods", nargs="+", default=list(GRIDS), help="stability only")
     args = parser.parse_args()
     if args.mode == "search":
         search(args.out, args.jobs)
+    elif args.mode == "stability":
+        stability(args.out, args.jobs, args.seeds, args.benchmarks, args.methods)
     else:
         table(args.out, args.jobs, args.seeds)
 

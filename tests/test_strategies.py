@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lab.config import validate
 from lab.data import build_stream, load_dataset
 from lab.engine import TrainSettings, evaluate, train_task
 from lab.errors import ConfigError
@@ -170,11 +171,19 @@ def test_fisher_of_a_parameter_that_does_not_affect_the_output_is_zero(digits_st
 
 
 def test_fisher_on_a_subset_of_samples(digits_stream):
+    """fisher_samples: the Fisher over a fixed subset drawn by the strategy's seeded generator."""
     ewc = EWC(fisher_samples=25)
-    ewc.set_seed(0)
-    task = digits_stream.tasks[0]
-    ewc.after_task(small_model(), task, [task])
-    assert len(ewc.anchors) == 1
+    ewc.set_seed(3)
+    task, model = digits_stream.tasks[0], small_model()
+    ewc.after_task(model, task, [task])
+    ((_, fisher),) = ewc.anchors
+    drawn = torch.randperm(len(task.train_y), generator=torch.Generator().manual_seed(3))[:25]
+    names = list(penalised_parameters(model))
+    subset = fisher_diagonal(model, task.train_x[drawn], task.train_y[drawn], 0, names)
+    whole = fisher_diagonal(model, task.train_x, task.train_y, 0, names)
+    for name in names:
+        torch.testing.assert_close(fisher[name], subset[name])
+    assert not torch.allclose(fisher["heads.0.weight"], whole["heads.0.weight"])
 
 
 def test_l2_penalty_value_and_gradient():
@@ -188,6 +197,15 @@ def test_l2_penalty_value_and_gradient():
     l2.loss(model, None, None, None, torch.tensor(0.0)).backward()
     assert float(model.heads[0].bias.grad[0]) == pytest.approx(3.0 * 0.5)
     assert float(model.backbone.layers[1].weight.grad[0, 0]) == pytest.approx(3.0 * -0.2)
+
+
+def test_l2_anchors_at_the_end_of_the_previous_task(fast_config, tmp_path):
+    run_experiment(fast_config("strategy=l2", "train.epochs=1", "keep_checkpoint=true"), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    anchor = checkpoint["strategy"]["anchor"]
+    assert set(anchor) == set(checkpoint["model"])  # class-IL: every weight, the head too
+    for name, weights in anchor.items():  # the weights as the last task left them
+        assert torch.equal(weights, checkpoint["model"][name])
 
 
 def test_task_il_anchors_only_the_shared_backbone():
@@ -333,7 +351,8 @@ def test_bad_ewc_hyperparameters(params, message):
         ["strategy=online_ewc", "strategy.lambda=0", "strategy.fisher=sampled"],
         ["strategy=lwf", "strategy.alpha=0"],
         ["strategy=l2", "strategy.lambda=0"],
-        ["strategy=weight_decay", "strategy.strength=0"],
+        # its strength replaces optimizer.weight_decay: at 0 no decay is left
+        ["strategy=weight_decay", "strategy.strength=0", "optimizer.weight_decay=0.1"],
     ],
 )
 @pytest.mark.parametrize("scenario", ["class", "task"])
@@ -344,6 +363,18 @@ def test_strength_zero_reproduces_naive_exactly(fast_config, tmp_path, overrides
     method = run_experiment(fast_config(*common, *overrides), tmp_path / "method")
     assert method["acc_matrix"] == naive["acc_matrix"]
     assert method["strategy"] != "naive"
+
+
+@pytest.mark.parametrize("strategy", ["ewc", "online_ewc", "lwf", "l2", "weight_decay"])
+def test_default_strengths_train_stably_on_digits(compose_cfg, tmp_path, strategy):
+    """`lab-run benchmark=split_digits strategy=...` as a user types it, in every scenario:
+    a default strength never makes training explode (EWC's general lambda=1000 does here,
+    hence the benchmark's own, benchmark.strengths)."""
+    for scenario in ("task", "domain", "class"):
+        overrides = ["benchmark=split_digits", f"strategy={strategy}", f"scenario={scenario}"]
+        config = validate(compose_cfg([*overrides, "logger=none"]))
+        results = run_experiment(config, tmp_path / scenario)
+        assert results["diverged"] == [] and max(results["train_loss"]) < 10, (scenario, results)
 
 
 def test_ewc_keeps_the_weights_that_matter_for_the_old_task():
