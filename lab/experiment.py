@@ -152,44 +152,37 @@ def train_settings(config: dict[str, Any]) -> TrainSettings:
     return TrainSettings(**{**train, "augment": Augment(**train["augment"])})
 
 
-def prepare_start(
+def pretrain(
     config: dict[str, Any],
     stream: Stream,
     model: Classifier,
-    strategy: Strategy | None,
-    finetune: ft.Finetune,
     generator: torch.Generator,
     augment_generator: torch.Generator,
 ) -> None:
-    """The model as the stream finds it: pre-trained on the source or loaded from a file
-    (lab.pretrain), then frozen or given adapters (lab.finetune); the strategy then sees
-    the source as a task learned before the stream (EWC's Fisher, L2's anchor)."""
-    pretrain = config["pretrain"]
-    if pretrain["name"] == "file":
-        load_weights(model, pretrain["path"], need_source_head=stream.source is not None)
-    elif pretrain["name"] == "source":
-        settings = TrainSettings(
-            epochs=pretrain["epochs"],
-            batch_size=pretrain["batch_size"],
-            augment=train_settings(config).augment,
-        )
+    """The model as pretrain= makes it: trained on the source (lab.pretrain), loaded from a
+    file, or left at its initial weights."""
+    settings = config["pretrain"]
+    if settings["name"] == "file":
+        load_weights(model, settings["path"], need_source_head=stream.source is not None)
+    elif settings["name"] == "source":
         source = stream.source
-        optimizer = make_optimizer(model.parameters(), OptimizerSettings(**pretrain["optimizer"]))
+        optimizer = make_optimizer(model.parameters(), OptimizerSettings(**settings["optimizer"]))
         losses = train_task(
             model,
             Strategy(),
             source,
             [source],
             optimizer,
-            settings,
+            TrainSettings(
+                epochs=settings["epochs"],
+                batch_size=settings["batch_size"],
+                augment=train_settings(config).augment,
+            ),
             generator,
             "task",
             augment_generator=augment_generator,
         )
         log.info("pre-trained on %s: final loss %.3f", source.description, np.mean(losses[-10:]))
-    ft.apply(model, finetune)
-    if strategy is not None and stream.source is not None:
-        strategy.after_task(model, stream.source, [stream.source])
 
 
 def _header(config: dict[str, Any]) -> dict[str, Any]:
@@ -244,7 +237,8 @@ class Setup:
 
 def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup:
     """Build the run from its config, then restore it from the checkpoint of a cut run, or
-    bring it to its start (pre-training, the accuracy before training: the init row)."""
+    bring it to its start: pre-trained or loaded (pretrain), frozen or given adapters
+    (finetune), the source anchored, and the accuracy before training (the init row)."""
     device = resolve_device(config["device"])
     checkpoint = load_checkpoint(run_dir, device)
     if checkpoint is not None:
@@ -264,26 +258,42 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
     if checkpoint is not None:
         _restore(setup, checkpoint, results)
         log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
-        return setup
+    else:
+        _start(config, setup, results, run_dir)
+    return setup
+
+
+def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: Path) -> None:
+    stream, model, strategy = setup.stream, setup.model, setup.strategy
     results.restart(_header(config))
-    results.data["device"] = str(device)
+    results.data["device"] = str(setup.device)
+    results.data["threads"] = torch.get_num_threads()  # a parallel sweep's share of the cores
     results.data["tasks"] = [
-        {"id": t.id, "classes": t.classes, "description": t.description} for t in stream.tasks
+        {
+            "id": t.id,
+            "classes": t.classes,
+            "description": t.description,
+            "train_samples": len(t.train_y),
+            "test_samples": len(t.test_y),
+        }
+        for t in stream.tasks
     ]
     started = time.perf_counter()
-    prepare_start(
-        config, stream, model, strategy, setup.finetune, setup.generator, setup.augment_generator
-    )
+    pretrain(config, stream, model, setup.generator, setup.augment_generator)
     if config["pretrain"]["name"] == "source":
         results.data["timing"]["pretrain_s"] = time.perf_counter() - started
+        # before the regime's adapters: a plain model's weights, for pretrain=file
         torch.save(model.state_dict(), run_dir / "pretrained.pt")
+    ft.apply(model, setup.finetune)
+    if strategy is not None and stream.source is not None:
+        # the source is a task learned before the stream (EWC's Fisher, L2's anchor)
+        strategy.after_task(model, stream.source, [stream.source])
     started = time.perf_counter()
     sources = [stream.source] if stream.source is not None else []
     accuracies = evaluate(model, stream.tasks + sources, setup.settings.eval_batch_size)
     if stream.source is not None:
         results.set_source(stream.source.description, accuracies[-1])
     results.set_init_acc(accuracies[: len(stream.tasks)], time.perf_counter() - started)
-    return setup
 
 
 def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> None:
