@@ -11,17 +11,19 @@ import logging
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import FAST
 from test_datasets import write_mnist_like
 from test_resume import interrupt_before_task
-from wandb_records import tags_and_summary
+from wandb_records import offline_run
 
 from lab.checkpoint import CHECKPOINT
 from lab.data import datasets
 from lab.errors import DataFileError
 from lab.experiment import run_experiment
+from lab.tracking import results as results_module
 
 IMAGES = "train-images-idx3-ubyte"
 
@@ -50,17 +52,9 @@ REMEDY = "delete it so that it is downloaded again, or replace it with an intact
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "damage, reason",
-    [
-        (not_gzip, "BadGzipFile: Not a gzipped file"),
-        (cut_gzip, "EOFError: Compressed file ended before the end-of-stream marker"),
-        (cut_idx, "ValueError: 23436 bytes where its header promises 23536"),
-    ],
-)
-def test_a_damaged_data_file_is_one_line_and_a_failed_run(tmp_path, damage, reason):
+def test_a_damaged_data_file_is_one_line_and_a_failed_run(tmp_path):
     write_mnist_like(tmp_path / "data")
-    path = damage(tmp_path / "data")
+    path = not_gzip(tmp_path / "data")
     run_dir = tmp_path / "run"
     done = subprocess.run(
         ["lab-run", "logger=none", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}"],
@@ -70,12 +64,30 @@ def test_a_damaged_data_file_is_one_line_and_a_failed_run(tmp_path, damage, reas
         timeout=600,
     )
     assert done.returncode == 2
-    (line,) = done.stderr.strip().splitlines()
-    assert line.startswith(f"lab-run: error: {path} cannot be read ({reason}")
-    assert line.endswith(f"); {REMEDY}")
+    assert done.stderr.splitlines() == [
+        f"lab-run: error: {path} cannot be read (BadGzipFile: Not a gzipped file (b'<h')); {REMEDY}"
+    ]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "failed"
-    assert results["error"] == line.removeprefix("lab-run: error: ")
+    assert results["error"] == done.stderr.strip().removeprefix("lab-run: error: ")
+
+
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (cut_gzip, "EOFError: Compressed file ended before the end-of-stream marker was reached"),
+        (cut_idx, "ValueError: 23436 bytes where its header promises 23536"),
+    ],
+)
+def test_a_cut_data_file_names_itself(fast_config, tmp_path, damage, reason):
+    write_mnist_like(tmp_path / "data")
+    path = damage(tmp_path / "data")
+    config = fast_config("benchmark=split_fmnist", f"data.root={tmp_path / 'data'}")
+    with pytest.raises(DataFileError) as error:
+        run_experiment(config, tmp_path / "run")
+    assert str(error.value) == f"{path} cannot be read ({reason}); {REMEDY}"
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and results["error"] == str(error.value)
 
 
 def test_a_damaged_debian_copy_says_to_reinstall_the_package(fast_config, tmp_path, monkeypatch):
@@ -204,7 +216,7 @@ def test_a_sweep_keeps_its_diverged_run_out_of_the_report(tmp_path):
     sweep = tmp_path / "sweep"
     fast = [o for o in FAST if not o.startswith("logger")]
     done = subprocess.run(
-        ["lab-run", "-m", *fast, "train.epochs=2", "optimizer.lr=0.05,1e6", "seed=0,1"]
+        ["lab-run", "-m", *fast, "train.epochs=2", "optimizer.lr=0.05,1e6", "seed=0"]
         + [f"hydra.sweep.dir={sweep}"],
         cwd=tmp_path,
         capture_output=True,
@@ -219,18 +231,37 @@ def test_a_sweep_keeps_its_diverged_run_out_of_the_report(tmp_path):
         name: [0, 1, 2, 3, 4] if lr == 1e6 else [] for name, lr in lrs.items()
     }
     for name, lr in lrs.items():  # the W&B run of a diverged run is tagged, the others not
-        tags, summary = tags_and_summary(sweep / name)
-        assert tags == (["diverged"] if lr == 1e6 else [])
-        assert json.loads(summary["diverged"]) == runs[name]["diverged"]
+        run = offline_run(sweep / name)
+        assert run["tags"] == (["diverged"] if lr == 1e6 else [])
+        assert json.loads(run["summary"]["diverged"]) == runs[name]["diverged"]
     reported = subprocess.run(["lab-report", str(sweep)], capture_output=True, text=True)
     assert reported.returncode == 0, reported.stderr
     report = (sweep / "report" / "report.md").read_text()
     table = report.split("## split_digits, class-IL")[1].split("##")[0]
     rows = [line for line in table.splitlines() if line.startswith("| naive")]
-    healthy = [runs[n]["metrics"]["acc"] for n, lr in lrs.items() if lr == 0.05]
-    mean = 100 * sum(healthy) / 2
-    assert len(rows) == 1 and rows[0].startswith(f"| naive | **{mean:.1f} ± ")
-    assert rows[0].rstrip().endswith("| 2 |")
+    (healthy,) = [runs[n]["metrics"]["acc"] for n, lr in lrs.items() if lr == 0.05]
+    assert len(rows) == 1 and rows[0].startswith(f"| naive | **{100 * healthy:.1f} ± 0.0** |")
+    assert rows[0].rstrip().endswith("| 1 |")
     for name, lr in lrs.items():
         listed = f"| {sweep / name} | complete, diverged (non-finite training loss in task "
         assert (listed in report) == (lr == 1e6)
+
+
+def test_a_write_cut_short_leaves_the_last_whole_results_json(fast_config, tmp_path, monkeypatch):
+    """results.json is written to a temporary file and renamed over the old one: a write
+    that fails half way (a full disk, a kill) leaves the previous version whole."""
+
+    def dump_half_when_three_rows(data, f, **kwargs):
+        text = json.dumps(data, **kwargs)
+        if len(data.get("acc_matrix", [])) < 3:
+            f.write(text)
+            return
+        f.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_module, "json", SimpleNamespace(dump=dump_half_when_three_rows))
+    with pytest.raises(OSError, match="No space left on device"):
+        run_experiment(fast_config("train.epochs=1"), tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "running" and len(saved["acc_matrix"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
+import pty
+import struct
 import subprocess
 import sys
+import termios
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import FAST, REPO
+from test_datasets import write_mnist_like
 
 from lab.data.datasets import DEBIAN_FASHION_MNIST
 
@@ -39,6 +45,9 @@ def test_digits_run_writes_the_run_directory_contract(tmp_path):
     assert results["benchmark"] == "split_digits" and results["scenario"] == "task"
     assert results["strategy"] == "naive" and results["seed"] == 0
     assert [t["classes"] for t in results["tasks"]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    # scikit-learn's 1797 digits, a quarter of them held out for testing
+    assert sum(t["train_samples"] for t in results["tasks"]) == 1347
+    assert sum(t["test_samples"] for t in results["tasks"]) == 450
     assert len(results["acc_matrix"]) == 5 and all(len(r) == 5 for r in results["acc_matrix"])
     assert len(results["init_acc"]) == 5
     assert set(results["metrics"]) == {
@@ -84,15 +93,38 @@ def test_mistyped_key_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "outputs").exists()  # nothing ran
 
 
-def test_multirun_sweeps_seeds_without_progress_bars(tmp_path):
-    done = lab_run("-m", *FAST, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    seeds = [
-        json.loads((tmp_path / "sweep" / str(i) / "results.json").read_text())["seed"]
-        for i in (0, 1)
-    ]
+def on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
+    """lab-run with its stderr on a pseudo-terminal, as in a user's shell (CI unset): the
+    exit status and what it wrote there."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    process = subprocess.Popen(
+        ["lab-run", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=follower, env=env
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    return process.wait(timeout=600), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_but_not_in_a_multirun(tmp_path):
+    fast = [*FAST, "train.epochs=1"]
+    status, single = on_a_terminal([*fast, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert status == 0 and "task 0:" in single and "task 4:" in single  # one bar per task
+    sweep = tmp_path / "sweep"
+    status, multi = on_a_terminal(["-m", *fast, "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert status == 0 and "task 0:" not in multi
+    seeds = [json.loads((sweep / str(i) / "results.json").read_text())["seed"] for i in (0, 1)]
     assert seeds == [0, 1]
-    assert "task 0:" not in done.stderr  # no tqdm bar in multirun
 
 
 def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
@@ -100,7 +132,7 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     done = lab_run(
         "-m",
         *FAST,
-        "train.epochs=60",
+        "train.epochs=30",  # long enough to outlast the other job's start
         "seed=0,1",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
@@ -113,6 +145,8 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     # each started before the other finished: they ran at the same time
     assert first["timing"]["started_at"] < second["timing"]["finished_at"]
     assert second["timing"]["started_at"] < first["timing"]["finished_at"]
+    # on its share of the cores (torch would give each job all of them)
+    assert first["threads"] == second["threads"] == max(1, (os.cpu_count() or 1) // 2)
 
 
 def test_installed_wheel_finds_its_configs(tmp_path):
@@ -165,6 +199,35 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "complete"
+
+
+def test_lab_data_root_is_where_datasets_are_read(tmp_path):
+    write_mnist_like(tmp_path / "mine", n_train=200, n_test=100)
+    run_dir = tmp_path / "run"
+    done = lab_run(
+        "logger=none",
+        "train.epochs=1",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        env={"LAB_DATA_ROOT": str(tmp_path / "mine")},
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["config"]["data"]["root"] == str(tmp_path / "mine")
+    assert sum(t["train_samples"] for t in results["tasks"]) == 200  # not the 60000 elsewhere
+    assert sum(t["test_samples"] for t in results["tasks"]) == 100
+
+
+def test_device_cuda_without_cuda_is_one_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run_dir = tmp_path / "run"
+    done = lab_run(*FAST, "device=cuda", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "lab-run: error: device='cuda' but torch sees no CUDA device; valid here: auto, cpu"
+    )
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
 
 
 def test_default_run_on_real_fashion_mnist(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lab.data import build_stream, load_dataset
+from lab.experiment import make_stream
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,21 @@ def test_standardize_uses_training_statistics(digits):
     stream = build_stream(digits, "split", "class", 1, seed=0, standardize=True)
     x = stream.tasks[0].train_x
     assert abs(float(x.mean())) < 1e-5 and float(x.std()) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("identity_first", [True, False])
+def test_identity_first_from_the_config(fast_config, digits, identity_first):
+    """benchmark.identity_first reaches the stream a run trains on: task 0 sees the images
+    as they are, or under a permutation of its own like every other task."""
+    config = fast_config(
+        "benchmark=permuted_fmnist",
+        "benchmark.dataset=digits",
+        "benchmark.num_tasks=2",
+        "benchmark.standardize=false",
+        f"benchmark.identity_first={str(identity_first).lower()}",
+    )
+    first = make_stream(config).tasks[0]
+    assert torch.equal(first.train_x, digits.train_x) == identity_first
+    pixels = first.train_x.flatten(1).sort(1).values  # a permutation only moves pixels
+    assert torch.equal(pixels, digits.train_x.flatten(1).sort(1).values)
+    assert first.description == ("identity" if identity_first else "permutation 0")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST
+from test_resume import interrupt_before_task
+from wandb_records import offline_run
 
 from lab.experiment import run_experiment
 from lab.run import run_name
@@ -182,6 +184,60 @@ def test_wandb_failing_mid_run_stops_logging_but_not_the_run(fake_wandb, fast_co
     assert fake_wandb[0].finished_with == 0  # the run is still closed
 
 
+def test_a_resumed_run_opens_a_new_wandb_run(fake_wandb, fast_config, tmp_path, monkeypatch):
+    config = fast_config("train.epochs=1")
+    with monkeypatch.context() as patch:
+        interrupt_before_task(patch, "naive", task_id=2)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(config, tmp_path)
+    results = run_experiment(config, tmp_path)
+    cut, resumed = fake_wandb
+    assert cut.finished_with == 1 and resumed.finished_with == 0
+    assert [e["task"] for e in cut.logged if "task" in e] == [0, 1]
+    assert [e["task"] for e in resumed.logged if "task" in e] == [2, 3, 4]  # the rest
+    (tables,) = [e for e in resumed.logged if "acc_matrix/wide" in e]  # then the whole matrix
+    assert tables["acc_matrix/wide"].data == [[i, *r] for i, r in enumerate(results["acc_matrix"])]
+    assert resumed.summary["acc"] == results["metrics"]["acc"]
+
+
+@pytest.mark.parametrize("failing", ["final logging", "finish"])
+def test_wandb_failing_at_the_end_leaves_a_complete_run(
+    fake_wandb, fast_config, tmp_path, caplog, monkeypatch, failing
+):
+    original_init = sys.modules["wandb"].init
+
+    def init(**kwargs):
+        run = original_init(**kwargs)
+        log = run.log
+
+        def log_all_but_the_tables(values):
+            if failing == "final logging" and "acc_matrix/long" in values:
+                raise RuntimeError("upload failed")
+            log(values)
+
+        def finish(exit_code=0):
+            if failing == "finish":
+                raise RuntimeError("wandb service died")
+            run.finished_with = exit_code
+
+        run.log, run.finish = log_all_but_the_tables, finish
+        return run
+
+    monkeypatch.setattr(sys.modules["wandb"], "init", init)
+    with caplog.at_level(logging.INFO):
+        results = run_experiment(fast_config("train.epochs=1"), tmp_path)
+    assert results["status"] == "complete"
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "complete"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    reason = "upload failed" if failing == "final logging" else "wandb service died"
+    assert errors == [
+        f"W&B {failing} failed (RuntimeError: {reason}); "
+        "W&B is off for this run, the local results are complete"
+    ]
+    # after a failed final logging the run is still closed
+    assert (fake_wandb[0].finished_with == 0) == (failing == "final logging")
+
+
 def test_run_name_leaves_out_seed_and_hydra():
     overrides = [
         "strategy=ewc",
@@ -225,6 +281,26 @@ def test_offline_run_table_equals_results_json(tmp_path):
     assert [row[1:] for row in json.loads(wide_file.read_text())["data"]] == results["acc_matrix"]
     assert list(offline.glob("files/media/images/acc_matrix/heatmap_*.png"))
     assert f"wandb sync {offline}" in done.stdout + done.stderr
+
+
+@pytest.mark.e2e
+def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
+    sweep = tmp_path / "my-ablation"
+    fast = [o for o in FAST if not o.startswith("logger")]
+    done = lab_run(
+        "-m",
+        *fast,
+        "train.epochs=1",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert done.returncode == 0, done.stderr
+    first, second = (offline_run(sweep / str(job)) for job in (0, 1))
+    assert first["group"] == second["group"] == "my-ablation"
+    assert first["job_type"] == second["job_type"] == "naive"
+    assert first["name"] == second["name"] != ""  # the seeds of a configuration share it
 
 
 @pytest.mark.e2e

@@ -36,14 +36,21 @@ def records(path: Path) -> Iterator:
             yield record
 
 
-def tags_and_summary(run_dir: Path) -> tuple[list[str], dict[str, str]]:
-    """The run's last tags and its summary (values as JSON text) in the offline run file."""
+def offline_run(run_dir: Path) -> dict:
+    """What the offline W&B run under run_dir recorded: its group, job type and name (as
+    started), its tags (as last set) and its summary (values as JSON text)."""
     (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
-    tags, summary = [], {}
+    run: dict = {"summary": {}}
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            tags = list(record.run.tags)
+            if "group" not in run:
+                run.update(
+                    group=record.run.run_group,
+                    job_type=record.run.job_type,
+                    name=record.run.display_name,
+                )
+            run["tags"] = list(record.run.tags)
         elif kind == "summary":
-            summary.update({item.key: item.value_json for item in record.summary.update})
-    return tags, summary
+            run["summary"].update({item.key: item.value_json for item in record.summary.update})
+    return run

@@ -1,0 +1,350 @@
+"""Break the code on purpose, one named bug at a time, and check that the tests notice.
+
+    python scripts/mutants.py            # every mutant (about 10 minutes on 2 cores)
+    python scripts/mutants.py --list     # their names
+    python scripts/mutants.py ewc-half lwf-t-squared   # some of them
+
+Each mutant is one textual edit of one file (a sign, an index, a skipped call), applied
+to a scratch copy of lab/, conf/, tests/ and pyproject.toml; the tests that guard that
+code then run against the copy (PYTHONPATH puts it first, also for the `lab-run`
+subprocesses of the tests). A mutant is killed when those tests fail, and survives when
+they pass: a survivor is a bug the suite would let through. The script prints one line
+per mutant and exits 1 if any survived, or if an edit no longer applies (the code it
+targets moved: update the mutant). It is a tool to run, not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COPIED = ("lab", "conf", "tests", "pyproject.toml")
+
+
+@dataclass
+class Mutant:
+    name: str
+    path: str  # relative to the repository
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: list[str]  # pytest node ids or files, run with -x
+
+
+MUTANTS = [
+    # the metrics of design.md
+    Mutant(
+        "bwt-sign",
+        "lab/metrics.py",
+        '"bwt": _mean_or_none([R[last, j] - R[j, j] for j in range(last)])',
+        '"bwt": _mean_or_none([R[j, j] - R[last, j] for j in range(last)])',
+        ["tests/test_metrics.py"],
+    ),
+    Mutant(
+        "forgetting-includes-final-row",  # Mammoth's variant, not Chaudhry's
+        "lab/metrics.py",
+        '"forgetting": _mean_or_none([R[j:last, j].max() - R[last, j] for j in range(last)])',
+        '"forgetting": _mean_or_none([R[j:, j].max() - R[last, j] for j in range(last)])',
+        ["tests/test_metrics.py"],
+    ),
+    Mutant(
+        "fwt-diagonal",
+        "lab/metrics.py",
+        'metrics["fwt"] = _mean_or_none([R[j - 1, j] - b[j] for j in range(1, k)])',
+        'metrics["fwt"] = _mean_or_none([R[j, j] - b[j] for j in range(1, k)])',
+        ["tests/test_metrics.py"],
+    ),
+    Mutant(
+        "avg-inc-acc-whole-rows",
+        "lab/metrics.py",
+        '"avg_inc_acc": float(np.mean([R[i, : i + 1].mean() for i in range(k)]))',
+        '"avg_inc_acc": float(np.mean([R[i].mean() for i in range(k)]))',
+        ["tests/test_metrics.py"],
+    ),
+    # the methods' equations
+    Mutant(
+        "ewc-half",
+        "lab/strategies/ewc.py",
+        "return ce + self.lambda_ / 2 * self.penalty(model)",
+        "return ce + self.lambda_ * self.penalty(model)",
+        ["tests/test_strategies.py::test_ewc_penalty_value_and_gradient_for_a_hand_set_fisher"],
+    ),
+    Mutant(
+        "ewc-fisher-not-squared",
+        "lab/strategies/ewc.py",
+        "squared = delta.square() if weights is None else delta.square() * weights[:, None]",
+        "squared = delta.abs() if weights is None else delta.abs() * weights[:, None]",
+        ["tests/test_strategies.py"],
+    ),
+    Mutant(
+        "ewc-online-gamma-ignored",
+        "lab/strategies/ewc.py",
+        "fisher = {n: self.gamma * running[n] + fisher[n] for n in fisher}",
+        "fisher = {n: running[n] + fisher[n] for n in fisher}",
+        [
+            "tests/test_strategies.py",
+            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves",
+        ],
+    ),
+    Mutant(
+        "ewc-fisher-samples-ignored",
+        "lab/strategies/ewc.py",
+        "if self.fisher_samples is not None and self.fisher_samples < len(data):",
+        "if False:",
+        ["tests/test_strategies.py::test_fisher_on_a_subset_of_samples"],
+    ),
+    Mutant(
+        "lwf-t-squared",
+        "lab/strategies/lwf.py",
+        "return temperature**2 * F.kl_div(",
+        "return F.kl_div(",
+        ["tests/test_strategies.py"],
+    ),
+    Mutant(
+        "weight-decay-strength-ignored",
+        "lab/strategies/weight_decay.py",
+        "return replace(settings, weight_decay=self.strength, decoupled_weight_decay=decoupled)",
+        "return replace(settings, decoupled_weight_decay=decoupled)",
+        ["tests/test_strategies.py"],
+    ),
+    # the pre-trained start
+    Mutant(
+        "source-not-anchored",
+        "lab/experiment.py",
+        "        strategy.after_task(model, stream.source, [stream.source])",
+        "        pass",
+        [
+            "tests/test_finetune.py::test_the_source_is_an_earlier_task_in_every_regime",
+            "tests/test_finetune.py::test_ewc_anchors_the_pretrained_weights_with_the_source_fisher",
+        ],
+    ),
+    # augmentation
+    Mutant(
+        "crop-centre-only",
+        "lab/augment.py",
+        "dy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator, device=x.device)",
+        "dy = torch.full((n, 1), p, device=x.device)",
+        ["tests/test_finetune.py::test_augmentation_by_hand"],
+    ),
+    Mutant(
+        "flip-never",
+        "lab/augment.py",
+        "mirrored = torch.rand(n, generator=generator, device=x.device) < 0.5",
+        "mirrored = torch.rand(n, generator=generator, device=x.device) < 0.0",
+        [
+            "tests/test_finetune.py::test_augmentation_by_hand",
+            "tests/test_finetune.py::test_each_augmentation_changes_training",
+        ],
+    ),
+    # the training loop
+    Mutant(
+        "class-mask-off",
+        "lab/engine.py",
+        "        if mask is not None:\n            logits = logits + mask",
+        "        if False:\n            logits = logits + mask",
+        ["tests/test_engine.py"],
+    ),
+    # resume and the run directory
+    Mutant(
+        "rng-not-restored",
+        "lab/experiment.py",
+        '    set_rng_states(checkpoint["rng"])',
+        "    pass",
+        ["tests/test_resume.py::test_interrupted_run_resumes_to_the_same_matrix"],
+    ),
+    Mutant(
+        "augment-generator-not-restored",
+        "lab/experiment.py",
+        '    setup.augment_generator.set_state(checkpoint["augment_generator"].cpu())',
+        "    pass",
+        ["tests/test_resume.py::test_interrupted_run_resumes_to_the_same_matrix"],
+    ),
+    Mutant(
+        "results-not-atomic",  # written in place: a write cut short leaves half a file
+        "lab/tracking/results.py",
+        '    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")\n'
+        "    try:\n"
+        '        with os.fdopen(fd, "w") as f:',
+        '    tmp = path\n    try:\n        with open(path, "w") as f:',
+        ["tests/test_faults.py::test_a_write_cut_short_leaves_the_last_whole_results_json"],
+    ),
+    Mutant(
+        "l2-anchor-at-start",  # anchored at the first task's weights, not the last task's
+        "lab/strategies/l2.py",
+        "self.anchor = {n: p.detach().clone() for n, p in penalised_parameters(model).items()}",
+        "self.anchor = self.anchor or {\n"
+        "            n: p.detach().clone() for n, p in penalised_parameters(model).items()\n"
+        "        }",
+        ["tests/test_strategies.py"],
+    ),
+    Mutant(
+        "strategy-generator-not-restored",  # a sampled Fisher, a Fisher on a subset
+        "lab/strategies/base.py",
+        '        self.generator.set_state(state["generator"].cpu())',
+        "        pass",
+        ["tests/test_resume.py::test_interrupted_run_resumes_to_the_same_matrix"],
+    ),
+    Mutant(
+        "source-bwt-sign",
+        "lab/pretrain.py",
+        '"bwt": final - init_acc,',
+        '"bwt": init_acc - final,',
+        ["tests/test_finetune.py::test_the_sources_column_and_metrics_by_hand"],
+    ),
+    # what the command line promises
+    Mutant(
+        "share-cores-off",
+        "lab/run.py",
+        "        torch.set_num_threads(max(1, cores // jobs))",
+        "        pass",
+        ["tests/test_run.py::test_joblib_launcher_runs_jobs_in_parallel"],
+    ),
+    Mutant(
+        "identity-first-ignored",
+        "lab/experiment.py",
+        'identity_first=b.get("identity_first", True),',
+        "identity_first=True,",
+        ["tests/test_streams.py"],
+    ),
+    Mutant(
+        "lab-data-root-ignored",
+        "conf/config.yaml",
+        "root: ${oc.env:LAB_DATA_ROOT,data}",
+        "root: data",
+        ["tests/test_run.py::test_lab_data_root_is_where_datasets_are_read"],
+    ),
+    Mutant(
+        "wandb-group-not-the-sweep",
+        "lab/run.py",
+        "group=Path(hydra_config.sweep.dir).name if multirun else None,",
+        "group=None,",
+        ["tests/test_wandb.py::test_a_sweep_is_one_wandb_group_named_for_its_directory"],
+    ),
+    Mutant(
+        "digits-keep-the-general-ewc-default",
+        "conf/benchmark/split_digits.yaml",
+        "  ewc: 300.0",
+        "  ewc: 1000.0",
+        ["tests/test_strategies.py::test_default_strengths_train_stably_on_digits"],
+    ),
+    # a faulty world
+    Mutant(
+        "damaged-data-file-raises",
+        "lab/data/datasets.py",
+        "        except UNREADABLE as error:",
+        "        except ImportError as error:",
+        ["tests/test_faults.py"],
+    ),
+    Mutant(
+        "damaged-checkpoint-raises",
+        "lab/checkpoint.py",
+        "    except Exception as error:  # noqa: BLE001",
+        "    except ImportError as error:",
+        ["tests/test_faults.py"],
+    ),
+    Mutant(
+        "divergence-not-recorded",
+        "lab/tracking/results.py",
+        '            self.data["diverged"].append(task)',
+        "            pass",
+        ["tests/test_faults.py"],
+    ),
+    Mutant(
+        "report-averages-diverged-runs",
+        "lab/report/runs.py",
+        'return self.status == "complete" and not self.results.get("diverged")',
+        'return self.status == "complete"',
+        ["tests/test_report.py"],
+    ),
+]
+
+
+def scratch_copy(into: Path) -> None:
+    for name in COPIED:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, into / name)
+
+
+def apply(mutant: Mutant, root: Path) -> str | None:
+    """Edit the copy; returns why it could not, or None."""
+    path = root / mutant.path
+    text = path.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        return f"the code to mutate occurs {count} times in {mutant.path} (expected once)"
+    path.write_text(text.replace(mutant.old, mutant.new))
+    return None
+
+
+def run(mutant: Mutant) -> tuple[str, float, str]:
+    """'killed', 'survived' or 'stale' (the edit no longer applies), seconds, detail."""
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
+        root = Path(tmp)
+        scratch_copy(root)
+        problem = apply(mutant, root)
+        if problem:
+            return "stale", 0.0, problem
+        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    elapsed = time.perf_counter() - started
+    lines = done.stdout.strip().splitlines()
+    summary = lines[-1] if lines else done.stderr.strip()[-200:]
+    if done.returncode == 0:
+        return "survived", elapsed, summary
+    if done.returncode == 1:  # tests failed: the bug was seen
+        failed = next((line for line in lines if line.startswith("FAILED")), summary)
+        return "killed", elapsed, failed
+    return "error", elapsed, f"pytest exit {done.returncode}: {summary}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    known = {m.name: m for m in MUTANTS}
+    if args.list:
+        for m in MUTANTS:
+            print(f"{m.name:32} {m.path}")
+        return 0
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        print(
+            f"mutants.py: error: unknown mutant {', '.join(unknown)}; valid: {', '.join(known)}",
+            file=sys.stderr,
+        )
+        return 2
+    chosen = [known[n] for n in args.names] or MUTANTS
+    outcomes = []
+    for mutant in chosen:
+        outcome, seconds, detail = run(mutant)
+        outcomes.append(outcome)
+        print(f"{outcome:9} {mutant.name:32} {seconds:6.1f} s  {detail}", flush=True)
+    survivors = outcomes.count("survived")
+    bad = len(outcomes) - outcomes.count("killed")
+    print(
+        f"{len(chosen)} mutants: {outcomes.count('killed')} killed, {survivors} survived, "
+        f"{bad - survivors} stale or broken"
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
