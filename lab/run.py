@@ -44,15 +44,6 @@ def run_name(overrides: list[str]) -> str:
     return " ".join(kept) or "default"
 
 
-def share_cores(n_jobs: int | None) -> None:
-    """Give each of n_jobs parallel jobs its share of the cores: torch's default (every
-    core per job) oversubscribes the machine and slows a parallel sweep many times over."""
-    cores = os.cpu_count() or 1
-    if n_jobs:
-        jobs = cores if n_jobs < 0 else n_jobs
-        torch.set_num_threads(max(1, cores // jobs))
-
-
 def show_progress(setting: str | bool, multirun: bool) -> bool:
     if setting != "auto":
         return bool(setting)
@@ -64,7 +55,6 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    share_cores(OmegaConf.select(hydra_config, "launcher.n_jobs", default=None))
     try:
         config = validate(cfg)
         results = run_experiment(

@@ -145,7 +145,8 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     # each started before the other finished: they ran at the same time
     assert first["timing"]["started_at"] < second["timing"]["finished_at"]
     assert second["timing"]["started_at"] < first["timing"]["finished_at"]
-    # on its share of the cores (torch would give each job all of them)
+    # on its share of the cores: joblib's workers set OMP_NUM_THREADS to cores // n_jobs,
+    # which torch follows (its default, every core per job, would oversubscribe the machine)
     assert first["threads"] == second["threads"] == max(1, (os.cpu_count() or 1) // 2)
 
 
