@@ -200,6 +200,36 @@ MUTANTS = [
     ),
     # what the command line promises
     Mutant(
+        "avalanche-online-gamma-ignored",
+        "lab/avalanche/strategies.py",
+        'decay_factor=params["gamma"] if online else None,',
+        "decay_factor=1.0 if online else None,",
+        [
+            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves",
+        ],
+    ),
+    Mutant(
+        "progress-bars-in-a-multirun",
+        "lab/run.py",
+        'return sys.stderr.isatty() and not multirun and not os.environ.get("CI")',
+        'return sys.stderr.isatty() and not os.environ.get("CI")',
+        ["tests/test_run.py::test_progress_bars_on_a_terminal_but_not_in_a_multirun"],
+    ),
+    Mutant(
+        "report-curve-of-the-first-seed",
+        "lab/report/figures.py",
+        "mean, std = column.mean(0), column.std(0, ddof=1)",
+        "mean, std = column[0], column.std(0, ddof=1)",
+        ["tests/test_report.py::test_report_figures_plot_the_means"],
+    ),
+    Mutant(
+        "avalanche-config-not-written-first",
+        "lab/avalanche/__init__.py",
+        "\n_write_avalanche_config()\n",
+        "\n",
+        ["tests/test_avalanche.py::test_a_new_machine_gets_avalanches_config_file_whole"],
+    ),
+    Mutant(
         "identity-first-ignored",
         "lab/experiment.py",
         'identity_first=b.get("identity_first", True),',

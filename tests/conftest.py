@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import lab.avalanche  # noqa: F401 - before any worker imports Avalanche: see its docstring
 from lab.config import validate
 from lab.run import config_dir
 

@@ -4,7 +4,9 @@ of whole runs with the lab engine."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -252,3 +254,30 @@ def test_lab_run_engine_avalanche_from_the_command_line(tmp_path):
         .splitlines()[-1]
         .startswith("lab-run: error: strategy=si needs engine=avalanche")
     )
+
+
+def test_a_new_machine_gets_avalanches_config_file_whole(tmp_path):
+    """Avalanche writes ~/.avalanche/config.json in place at its first import, so two jobs
+    starting at once on a new machine raced (one read the other's empty file: a
+    JSONDecodeError). lab.avalanche writes it atomically first, with Avalanche's content."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / ".avalanche" / "config.json"
+    code = (
+        "import pathlib, sys, lab.avalanche\n"
+        "assert 'avalanche' not in sys.modules\n"
+        f"print(pathlib.Path({str(config)!r}).read_text())\n"  # there before Avalanche runs
+        "from avalanche.benchmarks.datasets.dataset_utils import AVALANCHE_CONFIG\n"
+        "print(AVALANCHE_CONFIG['dataset_location'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "HOME": str(home)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    written, read = done.stdout.rsplit("\n", 2)[:2]
+    data = str(home / ".avalanche" / "data")
+    assert json.loads(written) == {"dataset_location": data} and read == data
+    assert list(config.parent.iterdir()) == [config]  # no temporary file left
