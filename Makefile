@@ -24,9 +24,10 @@ run: $(INSTALLED)
 	$(BIN)/lab-run +ablation=methods hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(BIN)/lab-report multirun/methods/split_fmnist_class
 
-# a pytest-xdist worker per core: the suite is mostly independent lab-run processes
+# a pytest-xdist worker per core, at most 4 (each holds torch, ~0.5 GB, and starts
+# lab-run processes of its own): the suite is mostly independent lab-run processes
 test: lint
-	$(BIN)/python -m pytest -n auto
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
