@@ -3,10 +3,9 @@
 Import lab.avalanche.engine only when that engine runs: importing Avalanche takes seconds.
 """
 
-import json
-import os
-import tempfile
 from pathlib import Path
+
+from lab.tracking import write_json_atomic
 
 
 def _write_avalanche_config() -> None:
@@ -15,13 +14,9 @@ def _write_avalanche_config() -> None:
     can read the other's empty file and fail with a JSONDecodeError. Write it atomically
     first, with Avalanche's own default content."""
     path = Path("~/.avalanche/config.json").expanduser()
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"dataset_location": str(path.parent / "data")}, f, indent=4)
-    os.replace(tmp, path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {"dataset_location": str(path.parent / "data")})
 
 
 _write_avalanche_config()
