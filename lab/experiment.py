@@ -440,6 +440,8 @@ def run_experiment(
         setup = prepare(config, run_dir, results)
         if config["logger"]["name"] == "wandb":
             wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
+            if wandb_run.where is not None:
+                results.data["wandb"] = wandb_run.where
         record = Recorder(config, run_dir, setup, results, wandb_run, started)
         train(config, setup, record, progress)
     except BaseException as error:

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import struct
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
+from matplotlib.text import Text
+from scipy import stats
 
 from lab.metrics import accuracy_metrics
 from lab.report import figures, write_report
@@ -70,9 +76,22 @@ def sweep(tmp_path):
     return root
 
 
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """The figures lab-report saves, by file stem, kept open to be read."""
+    figs = {}
+    save = figures._save
+
+    def keep(fig, path):
+        figs[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return figs
+
+
 def test_report_tables_by_hand(sweep, tmp_path):
-    report = write_report([str(sweep)], tmp_path / "out")
-    text = report.read_text()
+    text = write_report([str(sweep)], tmp_path / "out").markdown.read_text()
     assert "## split_digits, class-IL" in text and "## split_digits, task-IL" in text
     class_table = text.split("## split_digits, class-IL")[1].split("##")[0]
     rows = {
@@ -84,8 +103,13 @@ def test_report_tables_by_hand(sweep, tmp_path):
     assert "| 55.0 ± 7.1 | 85.0 ± 7.1 |" in rows["naive"]
     assert rows["naive"].rstrip().endswith("| 2 |")
     # best ACC: ewc lambda=10 (85.0); lowest forgetting: ewc lambda=100 (0.0)
-    assert "| **85.0 ± 7.1** | 20.0 ± 14.1 |" in rows["ewc lambda=10"]
-    assert "| 80.0 ± 0.0 | **0.0 ± 0.0** |" in rows["ewc lambda=100"]
+    # forgetting against naive, paired over seeds 0, 1: differences -0.6, -0.7, so
+    # t = -0.65 / (0.0707 / sqrt 2) = -13, df 1: p = 1 - 2 atan(13) / pi = 0.049 < 0.05,
+    # the table's one test (ACC's differences are constant: no test; lambda=100 has 1 seed)
+    assert "| **85.0 ± 7.1** | 20.0 ± 14.1† |" in rows["ewc lambda=10"]
+    assert "Holm-corrected over the table's 1 comparison)" in class_table
+    # one seed: the mean alone, no spread claimed
+    assert "| 80.0 | **0.0** |" in rows["ewc lambda=100"]
     # incomplete, failed and diverged runs are listed, never averaged in
     assert "Incomplete, failed or diverged runs" in text
     assert f"| {sweep / '5'} | running | 1/2 |" in text
@@ -95,17 +119,9 @@ def test_report_tables_by_hand(sweep, tmp_path):
     assert "9 runs from" in text and "6 in the tables, 1 diverged, 2 incomplete or failed" in text
 
 
-def test_report_figures_plot_the_means(sweep, tmp_path, monkeypatch):
+def test_report_figures_plot_the_means(sweep, tmp_path, drawn):
     """What each figure draws, read off the figure as it is saved, against the hand-worked
     means of the `sweep` fixture; and the files are real PNG and PDF images."""
-    drawn = {}
-    save = figures._save
-
-    def keep(fig, path):
-        drawn[path.name] = fig
-        return save(fig, path)
-
-    monkeypatch.setattr(figures, "_save", keep)
     out = tmp_path / "out"
     write_report([str(sweep)], out)
     labels = ["naive", "ewc lambda=10", "ewc lambda=100"]
@@ -151,7 +167,7 @@ def test_report_files(sweep, tmp_path):
 
 
 def test_globs_and_single_run_dirs(sweep, tmp_path):
-    text = write_report([str(sweep / "[23]")], tmp_path / "out").read_text()
+    text = write_report([str(sweep / "[23]")], tmp_path / "out").markdown.read_text()
     assert "ewc" in text and "naive" not in text
 
 
@@ -188,7 +204,7 @@ def test_engines_side_by_side_and_the_pretrain_columns(tmp_path):
                 "metrics": {"acc": accs[-1], "bwt": accs[-1] - 0.9, "forgetting": 0.9 - accs[-1]},
             }
             (path / "results.json").write_text(json.dumps(results))
-    report = write_report([str(root)], tmp_path / "out").read_text()
+    report = write_report([str(root)], tmp_path / "out").markdown.read_text()
     assert "| Pretrain ACC | Pretrain forgetting |" in report
     # lab: pretrain ACC 0.80, 0.90 -> 85.0 ± 7.1, forgetting 10.0, 0.0 -> 5.0 ± 7.1
     lines = {line.split(" | ")[0]: line for line in report.splitlines() if "engine=" in line}
@@ -198,3 +214,225 @@ def test_engines_side_by_side_and_the_pretrain_columns(tmp_path):
     rows = list(csv.DictReader((tmp_path / "out" / "table.csv").open()))
     mean = next(r for r in rows if r["kind"] == "mean" and "engine=lab" in r["method"])
     assert float(mean["pretrain_acc"]) == pytest.approx(0.85)
+
+
+def _run(root, name, strategy, seed, acc, forgetting, params=None):
+    """A 2-task run with the given ACC and forgetting: R = [[0.9, 0], [b, c]] with
+    forgetting = 0.9 - b and ACC = (b + c) / 2."""
+    b = 0.9 - forgetting
+    write_run(root / name, strategy, seed, [[0.9, 0.0], [b, 2 * acc - b]], params=params)
+
+
+@pytest.fixture
+def tested_sweep(tmp_path):
+    """naive (the baseline) and ewc on seeds 0-2 (paired), lwf on seeds 3-4 (Welch),
+    joint on one seed (no test)."""
+    root = tmp_path / "tested"
+    for seed, (acc, forgetting) in enumerate([(0.50, 0.40), (0.60, 0.30), (0.55, 0.35)]):
+        _run(root, f"naive{seed}", "naive", seed, acc, forgetting)
+    for seed, (acc, forgetting) in enumerate([(0.80, 0.10), (0.85, 0.05), (0.90, 0.10)]):
+        _run(root, f"ewc{seed}", "ewc", seed, acc, forgetting)
+    for seed, (acc, forgetting) in zip((3, 4), [(0.60, 0.20), (0.70, 0.30)], strict=True):
+        _run(root, f"lwf{seed}", "lwf", seed, acc, forgetting)
+    _run(root, "joint0", "joint", 0, 0.95, 0.0)
+    return root
+
+
+def test_statistics_by_hand(tested_sweep, tmp_path):
+    """lab-report --ci: cells, CIs, tests and Holm's correction against values worked by
+    hand (closed forms of the t distribution for df 2; Welch's df by its formula)."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["lab-report", str(tested_sweep), "--out", str(out), "--ci"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {
+        r["method"]: r for r in csv.DictReader((out / "table.csv").open()) if r["kind"] == "mean"
+    }
+    naive, ewc, lwf, joint = (rows[m] for m in ("naive", "ewc", "lwf", "joint"))
+    # naive ACC 0.50, 0.60, 0.55: mean 0.55, std 0.05; 95% CI 0.55 ± t(0.975, 2) 0.05/sqrt 3
+    half = 4.302652729911275 * 0.05 / 3**0.5
+    assert float(naive["acc"]) == pytest.approx(0.55) and naive["acc_n"] == "3"
+    assert float(naive["acc_std"]) == pytest.approx(0.05)
+    assert float(naive["acc_ci_low"]) == pytest.approx(0.55 - half)
+    assert float(naive["acc_ci_high"]) == pytest.approx(0.55 + half)
+    # ewc - naive, paired: ACC differences 0.30, 0.25, 0.35 -> t^2 = 108; forgetting
+    # differences -0.30, -0.25, -0.25 -> t^2 = 256. For df 2, p = 1 - sqrt(t^2 / (2 + t^2)).
+    p_acc, p_forgetting = 1 - (108 / 110) ** 0.5, 1 - (256 / 258) ** 0.5
+    assert float(ewc["acc_p"]) == pytest.approx(p_acc, rel=1e-6)
+    assert float(ewc["forgetting_p"]) == pytest.approx(p_forgetting, rel=1e-6)
+    assert ewc["acc_test"] == "paired t-test" and lwf["acc_test"] == "Welch's t-test"
+    # lwf (seeds 3, 4) against naive: Welch. ACC 0.60, 0.70 vs 0.50, 0.60, 0.55:
+    # se^2 = 0.005/2 + 0.0025/3, t = 0.1 / se, df = se^4 / ((0.005/2)^2 + (0.0025/3)^2 / 2)
+    se2 = 0.005 / 2 + 0.0025 / 3
+    t, df = 0.1 / se2**0.5, se2**2 / ((0.005 / 2) ** 2 + (0.0025 / 3) ** 2 / 2)
+    p_welch = 2 * stats.t.sf(t, df)
+    assert float(lwf["acc_p"]) == pytest.approx(p_welch, rel=1e-6)
+    assert float(lwf["forgetting_p"]) == pytest.approx(p_welch, rel=1e-6)  # mirror image
+    # Holm over the 4 tests, p sorted: p_forgetting x4, p_acc x3, p_welch x2, p_welch x1
+    assert float(ewc["forgetting_p_holm"]) == pytest.approx(4 * p_forgetting, rel=1e-6)
+    assert float(ewc["acc_p_holm"]) == pytest.approx(3 * p_acc, rel=1e-6)
+    assert float(lwf["acc_p_holm"]) == pytest.approx(min(1, 2 * p_welch), rel=1e-6)
+    assert float(lwf["forgetting_p_holm"]) == pytest.approx(min(1, 2 * p_welch), rel=1e-6)
+    # one seed: no std, no CI, no test
+    assert joint["acc_n"] == "1" and joint["acc_std"] == joint["acc_ci_low"] == ""
+    assert joint["acc_p"] == ""
+    # the table: ewc's cells marked (0.0155 and 0.0274 < 0.05), lwf's not; joint's mean alone
+    table = {line.split(" | ")[0]: line for line in done.stdout.splitlines()}
+    assert "| 85.0 ± 5.0 [72.6, 97.4]† | 8.3 ± 2.9 [1.2, 15.5]† |" in table["| ewc"]
+    assert "| 65.0 ± 7.1 [1.5, 128.5] | 25.0 ± 7.1 [-38.5, 88.5] |" in table["| lwf"]
+    assert "| **95.0** | **0.0** |" in table["| joint"] and "± 0.0" not in table["| joint"]
+    assert (
+        "†: differs from naive at α = 0.05 (paired t-test where both ran the same seeds, "
+        "Welch's t-test otherwise, two-sided, on ACC and forgetting; Holm-corrected over "
+        "the table's 4 comparisons)." in done.stdout
+    )
+
+
+def test_baseline_by_name_and_its_errors(tested_sweep, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["lab-report", str(tested_sweep), "--out", str(out), "--baseline", "ewc"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {
+        r["method"]: r for r in csv.DictReader((out / "table.csv").open()) if r["kind"] == "mean"
+    }
+    assert rows["naive"]["baseline"] == "ewc" and rows["naive"]["acc_p"] != ""
+    assert rows["ewc"]["acc_p"] == ""
+    bad = subprocess.run(
+        ["lab-report", str(tested_sweep), "--out", str(out), "--baseline", "replay"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "lab-report: error: --baseline 'replay' is not a method of these runs; "
+        "valid: 'ewc', 'joint', 'lwf', 'naive'"
+    )
+
+
+def test_table_tex_compiles_with_pdflatex(tmp_path):
+    """table.tex inside a minimal article with booktabs: pdflatex must stop on no error,
+    with method names holding _, %, & and $."""
+    pdflatex = shutil.which("pdflatex")
+    if pdflatex is None:
+        if os.environ.get("CI"):
+            pytest.fail("pdflatex is missing: .ci/run installs texlive-latex-recommended")
+        pytest.skip("pdflatex is not installed (apt-get install texlive-latex-recommended)")
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        for i, note in enumerate(["lr_0.1 & 50% off", "cost=$5 #1 ~x^2 {a}"]):
+            _run(
+                root,
+                f"{i}-{seed}",
+                "ewc",
+                seed,
+                0.6 + 0.1 * i + 0.01 * seed,
+                0.2,
+                params={"note": note},
+            )
+            _run(
+                root,
+                f"n{i}-{seed}",
+                "naive",
+                seed,
+                0.5 + 0.02 * seed,
+                0.4 + 0.01 * i,
+                params={"note": note},
+            )
+    write_report([str(root)], tmp_path / "out", baseline="naive note=lr_0.1 & 50% off", ci=True)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        "\\input{out/table.tex}\n\\end{document}\n"
+    )
+    done = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert done.returncode == 0 and "\n! " not in log, done.stdout[-2000:]
+    assert (tmp_path / "paper.pdf").read_bytes()[:5] == b"%PDF-"
+    tex = (tmp_path / "out" / "table.tex").read_text()
+    assert r"ewc note=lr\_0.1 \& 50\% off" in tex and r"\$5 \#1" in tex
+    assert r"\$\pm\$" not in tex and r"Mean $\pm$ std" in tex
+
+
+def test_figures_fit_a_paper(tested_sweep, tmp_path, drawn):
+    """Every figure: each method one colour everywhere, no title over another title or
+    over another panel, and no text under 6 pt once the figure is set at one-column width
+    (3.5 in)."""
+    # a second table (task-IL) with the methods in another order
+    for seed in (0, 1):
+        write_run(tested_sweep / f"t-ewc{seed}", "ewc", seed, [[1, 0.5], [0.9, 1]], scenario="task")
+        write_run(
+            tested_sweep / f"t-naive{seed}", "naive", seed, [[1, 0.5], [0.8, 1]], scenario="task"
+        )
+    write_report([str(tested_sweep)], tmp_path / "out")
+    assert set(drawn) == {
+        f"split_digits_{s}_{kind}"
+        for s in ("class", "task")
+        for kind in ("accuracy", "matrices", "forgetting")
+    }
+    colors = {}
+    for name, fig in drawn.items():
+        for line in fig.axes[0].lines:
+            if not line.get_label().startswith("_"):
+                colors.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
+        if name.endswith("forgetting"):
+            ax = fig.axes[0]
+            for label, bar in zip(ax.get_xticklabels(), ax.patches, strict=True):
+                colors.setdefault(label.get_text(), set()).add(to_hex(bar.get_facecolor()))
+        if name.endswith("matrices"):
+            for ax in fig.axes:
+                if ax.get_visible() and ax.get_title():
+                    label = ax.get_title().rsplit(" (n=", 1)[0]
+                    colors.setdefault(label, set()).add(to_hex(ax.title.get_color()))
+    assert set(colors) == {"naive", "ewc", "lwf", "joint"}
+    assert all(len(c) == 1 for c in colors.values()), colors
+    assert len({c.pop() for c in colors.values()}) == 4
+    for name, fig in drawn.items():
+        renderer = FigureCanvasAgg(fig).get_renderer()  # a closed figure keeps no canvas
+        width = fig.get_tightbbox(renderer).width  # inches, as saved
+        scale = min(1.0, 3.5 / width)
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        smallest = min(t.get_fontsize() for t in texts) * scale
+        assert smallest >= 6, f"{name}: {smallest:.1f} pt at one-column width"
+        titles = [fig._suptitle] if fig._suptitle else []
+        titles += [ax.title for ax in fig.axes if ax.get_visible() and ax.get_title()]
+        boxes = [t.get_window_extent(renderer) for t in titles]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert not a.overlaps(b), f"{name}: two titles overlap"
+        for title, box in zip(titles, boxes, strict=True):
+            for ax in fig.axes:
+                if ax.get_visible() and ax.axison and title is not ax.title:
+                    assert not box.overlaps(ax.get_window_extent(renderer)), (
+                        f"{name}: '{title.get_text()}' over a panel"
+                    )
+
+
+@pytest.mark.parametrize("flag", ["--wandb-report", "--wandb"])
+def test_wandb_without_an_api_key_is_one_error_line(tested_sweep, tmp_path, flag):
+    """Online with no API key: one error line, exit 1, and the local report stays."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), WANDB_MODE="online")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["lab-report", str(tested_sweep), "--out", str(out), flag],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("lab-report: error: the W&B"), errors
+    assert errors[0].endswith(f"the local report in {out} is complete")
+    assert "| ewc |" in (out / "report.md").read_text() and (out / "table.tex").exists()

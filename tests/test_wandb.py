@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST
 from test_resume import interrupt_before_task
-from wandb_records import offline_run
+from wandb_records import logged_keys, offline_artifacts, offline_run
 
 from lab.experiment import run_experiment
+from lab.report.wandb_report import load_spec
 from lab.run import run_name
 
 
@@ -301,6 +302,76 @@ def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
     assert first["group"] == second["group"] == "my-ablation"
     assert first["job_type"] == second["job_type"] == "naive"
     assert first["name"] == second["name"] != ""  # the seeds of a configuration share it
+    results = [json.loads((sweep / str(job) / "results.json").read_text()) for job in (0, 1)]
+    assert results[0]["wandb"]["group"] == "my-ablation" and results[0]["wandb"]["id"]
+
+    # the sweep, shared: a summary run in its group, and a W&B Report's spec (dry run)
+    spec_file = tmp_path / "report.json"
+    done = subprocess.run(
+        ["lab-report", str(sweep), "--wandb", "--wandb-report", "--dry-run", str(spec_file)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+    assert done.returncode == 0, done.stderr
+    report_dir = sweep / "report"
+    summary = offline_run(report_dir)
+    assert summary["group"] == "my-ablation" and summary["job_type"] == "report"
+    assert f"wandb sync {report_dir / 'wandb'}" in done.stdout
+    (offline,) = report_dir.glob("wandb/offline-run-*")
+    (table_file,) = offline.glob("files/media/table/report/table_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"][:9] == [
+        "benchmark",
+        "scenario",
+        "method",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "ci_low",
+        "ci_high",
+    ]
+    assert table["columns"][9:] == ["p_value", "p_holm", "test", "significant", "baseline"]
+    rows = {row[3]: dict(zip(table["columns"], row, strict=True)) for row in table["data"]}
+    accs = [r["metrics"]["acc"] for r in results]
+    assert rows["acc"]["method"] == "naive" and rows["acc"]["n"] == 2
+    assert rows["acc"]["mean"] == pytest.approx(sum(accs) / 2)
+    assert rows["acc"]["std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    assert rows["acc"]["ci_low"] < rows["acc"]["mean"] < rows["acc"]["ci_high"]
+    assert list(offline.glob("files/media/images/report/figures/*_accuracy_*.png"))
+    (artifact,) = [a for a in offline_artifacts(report_dir) if a["type"] == "report"]
+    assert artifact["name"] == "report-my-ablation"
+    assert {"report.md", "table.tex", "table.csv"} <= set(artifact["files"])
+    assert {f"figures/{p.name}" for p in (report_dir / "figures").iterdir()} <= set(
+        artifact["files"]
+    )
+
+    # the Report: the group's runs less the summary run, grouped by name (seeds averaged,
+    # std band), panels of keys the runs logged, and a spec that loads back
+    spec = json.loads(spec_file.read_text())
+    assert load_spec(spec).title == "Forgetting: split_digits, class-IL"
+    (grid,) = [b for b in spec["spec"]["blocks"] if b["type"] == "panel-grid"]
+    (runset,) = grid["metadata"]["runSets"]
+    filters = {(f["key"]["name"], f["op"], f["value"]) for f in runset["filters"]["filters"]}
+    assert filters == {("group", "=", "my-ablation"), ("jobType", "!=", "report")}
+    assert runset["grouping"] == [{"section": "run", "name": "displayName"}]
+    panels = grid["metadata"]["panelBankSectionConfig"]["panels"]
+    asked = set()
+    for panel in panels:
+        config = panel["config"]
+        asked.update(config.get("metrics", []) + config.get("mediaKeys", []))
+        asked.update([config["xAxis"]] if "xAxis" in config else [])
+        if panel["viewType"] == "Weave":
+            asked.add(config["panel2Config"]["exp"]["fromOp"]["inputs"]["key"]["val"])
+        if panel["viewType"] == "Run History Line Plot":
+            assert (config["groupAgg"], config["groupArea"]) == ("mean", "stddev")
+    logged = logged_keys(sweep / "0")
+    assert {k for k in asked if k not in logged and f"{k}/_type" not in logged} == set()
+    assert {"metrics/acc", "metrics/forgetting", "eval/acc_task_0", "eval/acc_task_1"} <= asked
+    assert {"acc_matrix/wide", "acc_matrix/heatmap"} <= asked
+    assert {p["viewType"] for p in panels} >= {"Bar Chart", "Run Comparer", "Media Browser"}
 
 
 @pytest.mark.e2e

@@ -54,3 +54,35 @@ def offline_run(run_dir: Path) -> dict:
         elif kind == "summary":
             run["summary"].update({item.key: item.value_json for item in record.summary.update})
     return run
+
+
+def logged_keys(run_dir: Path) -> set[str]:
+    """Every key the offline W&B run under run_dir logged to its history or summary."""
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    found = set()
+    for record in records(path):
+        kind = record.WhichOneof("record_type")
+        items = (
+            record.history.item
+            if kind == "history"
+            else record.summary.update
+            if kind == "summary"
+            else []
+        )
+        for item in items:
+            found.add(item.key or "/".join(item.nested_key))
+    return found
+
+
+def offline_artifacts(run_dir: Path) -> list[dict]:
+    """The artifacts the offline W&B run under run_dir logged: name, type and files."""
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    return [
+        {
+            "name": record.artifact.name,
+            "type": record.artifact.type,
+            "files": [entry.path for entry in record.artifact.manifest.contents],
+        }
+        for record in records(path)
+        if record.WhichOneof("record_type") == "artifact"
+    ]

@@ -1,8 +1,16 @@
-"""The report's figures, each saved as PNG and PDF."""
+"""The report's figures, each saved as PNG and PDF, sized for a paper.
+
+Every method keeps one colour in every figure of a report (`method_colors`). The figures
+are drawn at most FIGURE_WIDTH wide with text of at least FONT_PT, so that at one-column
+width (3.5 in) no text is smaller than FONT_PT * 3.5 / FIGURE_WIDTH ~ 6 pt. Layouts are
+"constrained": no title or label overlaps another.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import matplotlib
@@ -14,109 +22,170 @@ import numpy as np  # noqa: E402
 from lab.report.runs import Group  # noqa: E402
 from lab.tracking.heatmap import draw_acc_matrix  # noqa: E402
 
+COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
+FIGURE_WIDTH = 5.2  # inches, at most
+FONT_PT = 9  # the smallest text
+STYLE = {
+    "font.size": FONT_PT,
+    "axes.titlesize": FONT_PT,
+    "axes.labelsize": FONT_PT,
+    "xtick.labelsize": FONT_PT,
+    "ytick.labelsize": FONT_PT,
+    "legend.fontsize": FONT_PT,
+    "figure.titlesize": FONT_PT + 1,
+    "pdf.fonttype": 42,  # TrueType in the PDF: editable, and accepted by publishers
+}
+
+
+def method_colors(labels: Iterable[str]) -> dict[str, tuple]:
+    """One colour per method label, in order of first appearance."""
+    unique = list(dict.fromkeys(labels))
+    palette = plt.get_cmap("tab10" if len(unique) <= 10 else "tab20").colors
+    return {label: palette[i % len(palette)] for i, label in enumerate(unique)}
+
+
+def _styled(draw: Callable[..., list[Path]]) -> Callable[..., list[Path]]:
+    """Draw and save in the report's STYLE (rcParams are read as artists are made and
+    as ticks are drawn, so the whole figure's life is inside it)."""
+
+    @functools.wraps(draw)
+    def styled(*args, **kwargs) -> list[Path]:
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return styled
+
+
+def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
+    return plt.subplots(
+        rows,
+        cols,
+        figsize=(min(width, FIGURE_WIDTH), height),
+        squeeze=False,
+        layout="constrained",
+        **kwargs,
+    )
+
 
 def _save(fig, path: Path) -> list[Path]:
     paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
     for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+        fig.savefig(p, dpi=200, bbox_inches="tight")
     plt.close(fig)
     return paths
 
 
-def accuracy_curves(groups: list[Group], path: Path, title: str) -> list[Path]:
+def _std(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Sample std over seeds; 0 for one seed (drawn as no band)."""
+    if values.shape[axis] < 2:
+        return np.zeros_like(values.mean(axis))
+    return values.std(axis=axis, ddof=1)
+
+
+@_styled
+def accuracy_curves(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
     """One panel per task: its accuracy as the tasks are learned, one line per method,
-    a band of ± one std over seeds."""
+    a band of ± one std over seeds. The legend takes the panel after the last task."""
     num_tasks = groups[0].matrices().shape[2]
-    cols = min(num_tasks, 5)
-    rows = math.ceil(num_tasks / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(3.2 * cols, 2.8 * rows), sharey=True, squeeze=False
-    )
+    cols = min(num_tasks + 1, 2)
+    rows = math.ceil((num_tasks + 1) / cols)
+    fig, axes = _figure(FIGURE_WIDTH, 1.6 * rows + 0.4, rows, cols, sharey=True)
     x = np.arange(num_tasks)
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
     for j, ax in enumerate(axes.flat):
         if j >= num_tasks:
-            ax.set_visible(False)
+            ax.axis("off")
             continue
-        for group, color in zip(groups, colors, strict=False):
+        for group in groups:
             column = 100 * group.matrices()[:, :, j]
-            mean, std = column.mean(0), column.std(0, ddof=1) if len(column) > 1 else 0 * column[0]
+            mean, std = column.mean(0), _std(column)
+            color = colors[group.label]
             ax.plot(x, mean, marker="o", markersize=3, label=group.label, color=color)
             ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
         ax.axvline(j, color="grey", linestyle=":", linewidth=1)
-        ax.set_title(groups[0].task_names()[j], fontsize=9)
+        ax.set_title(groups[0].task_names()[j])
         ax.set_xticks(x, [str(i) for i in x])
-        ax.set_xlabel("after training task")
         ax.set_ylim(-2, 102)
+        if j >= num_tasks - cols:
+            ax.set_xlabel("after training task")
         if j % cols == 0:
-            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylabel("accuracy (%)")
+    legend_ax = axes.flat[num_tasks]
     handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend_ax.legend(handles, labels, loc="center", frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     return _save(fig, path)
 
 
-def matrix_grid(groups: list[Group], path: Path, title: str) -> list[Path]:
-    """The mean accuracy matrix of each method, as a grid of heatmaps."""
-    cols = min(len(groups), 3)
+@_styled
+def matrix_grid(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
+    """The mean accuracy matrix of each method, as a grid of heatmaps (titles in the
+    method's colour)."""
+    cols = min(len(groups), 2)
     rows = math.ceil(len(groups) / cols)
     num_tasks = groups[0].matrices().shape[2]
-    size = 0.7 * num_tasks + 2.5
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * size * cols, size * rows), squeeze=False)
+    side = min(FIGURE_WIDTH / cols, 0.42 * num_tasks + 0.9)
+    fig, axes = _figure(side * cols, side * rows + 0.4, rows, cols)
     for ax, group in zip(axes.flat, groups, strict=False):
-        mean = group.matrices().mean(0)
         names = [f"T{j}" for j in range(num_tasks)]
-        draw_acc_matrix(ax, mean.tolist(), None, names, fontsize=7)
-        ax.set_title(f"{group.label} (n={len(group.runs)})", fontsize=9)
+        draw_acc_matrix(ax, group.matrices().mean(0).tolist(), None, names, FONT_PT)
+        ax.set_title(f"{group.label} (n={len(group.runs)})", color=colors[group.label])
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
     fig.suptitle(title)
-    fig.tight_layout()
     return _save(fig, path)
 
 
-def forgetting_bars(groups: list[Group], path: Path, title: str) -> list[Path]:
+@_styled
+def forgetting_bars(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
     """Forgetting (Chaudhry et al. 2018) per method, mean ± std over seeds."""
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * len(groups) + 1.5), 3.5))
+    fig, axes = _figure(max(COLUMN_WIDTH, 0.45 * len(groups) + 1.2), 2.8)
+    ax = axes[0, 0]
     values = [100 * np.array(g.values("forgetting") or [np.nan]) for g in groups]
-    means = [v.mean() for v in values]
-    stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
-    ax.bar(range(len(groups)), means, yerr=stds, capsize=4, color="tab:red", alpha=0.8)
-    ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=30, ha="right")
+    ax.bar(
+        range(len(groups)),
+        [v.mean() for v in values],
+        yerr=[float(_std(v)) for v in values],
+        capsize=3,
+        color=[colors[g.label] for g in groups],
+    )
+    ax.set_xticks(range(len(groups)), [g.label for g in groups], rotation=35, ha="right")
     ax.set_ylabel("forgetting (%)")
     ax.set_title(title)
-    fig.tight_layout()
     return _save(fig, path)
 
 
-def _sample_std(values: np.ndarray) -> float:
-    return values.std(ddof=1) if len(values) > 1 else 0.0
-
-
-def pretrain_tradeoff(groups: list[Group], path: Path, title: str) -> list[Path]:
+@_styled
+def pretrain_tradeoff(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
     """What a regime keeps of the pre-training source (its final accuracy) against what it
     learns of the stream (final ACC), one point per method, ± one std over seeds."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    colors = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20").colors
-    for group, color in zip(groups, colors, strict=False):
-        x, y = 100 * np.array(group.values("acc")), 100 * np.array(group.values("pretrain_acc"))
+    fig, axes = _figure(COLUMN_WIDTH + 0.5, 3.8)
+    ax = axes[0, 0]
+    for group in groups:
+        x = 100 * np.array(group.values("acc"))
+        y = 100 * np.array(group.values("pretrain_acc"))
         if not len(y):
             continue
         ax.errorbar(
             x.mean(),
             y.mean(),
-            xerr=_sample_std(x),
-            yerr=_sample_std(y),
+            xerr=float(_std(x)),
+            yerr=float(_std(y)),
             fmt="o",
             capsize=3,
-            color=color,
+            color=colors[group.label],
             label=group.label,
         )
     ax.set_xlabel("stream: final ACC (%)")
-    ax.set_ylabel("pre-training source: final accuracy (%)")
+    ax.set_ylabel("source: final accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return _save(fig, path)

@@ -62,6 +62,10 @@ class Group:
     def values(self, metric: str) -> list[float]:
         return [v for r in self.runs if (v := metric_of(r.results, metric)) is not None]
 
+    def by_seed(self, metric: str) -> dict[int, float]:
+        seeds = {r.results["seed"]: metric_of(r.results, metric) for r in self.runs}
+        return {seed: v for seed, v in seeds.items() if v is not None}
+
     @property
     def pretrained(self) -> bool:
         return any(r.results.get("pretrain") for r in self.runs)

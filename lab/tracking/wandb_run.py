@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lab.tracking import wandb_keys as keys
+
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
@@ -57,6 +59,7 @@ class WandbRun:
         group: str | None = None,
     ):
         self.run = None
+        self.where: dict[str, Any] | None = None
         self.failed = False
         self.step = 0
         self.mode = settings["mode"]
@@ -77,11 +80,20 @@ class WandbRun:
                 reinit="finish_previous",  # a sweep in one process: never log into a stale run
                 settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
             )
-            self.run.define_metric("task")
-            self.run.define_metric("eval/*", step_metric="task")
-            self.run.define_metric("metrics/*", step_metric="task")
-            self.run.define_metric("train/step")
-            self.run.define_metric("train/*", step_metric="train/step")
+            # where the run went, for results.json: lab-report finds the sweep's group by it
+            self.where = {
+                "project": self.run.project,
+                "entity": self.run.entity or None,
+                "group": self.run.group or None,
+                "name": self.run.name,
+                "id": self.run.id,
+                "mode": self.mode,
+            }
+            self.run.define_metric(keys.STEP)
+            self.run.define_metric("eval/*", step_metric=keys.STEP)
+            self.run.define_metric("metrics/*", step_metric=keys.STEP)
+            self.run.define_metric(keys.TRAIN_STEP)
+            self.run.define_metric("train/*", step_metric=keys.TRAIN_STEP)
 
         self._guard("init", start)
 
@@ -113,14 +125,16 @@ class WandbRun:
 
         def log_it():
             for loss in losses:
-                self.run.log({"train/loss": loss, "train/step": self.step, "train/task": index})
+                self.run.log(
+                    {keys.TRAIN_LOSS: loss, keys.TRAIN_STEP: self.step, keys.TRAIN_TASK: index}
+                )
                 self.step += 1
-            values = {f"eval/acc_task_{j}": a for j, a in enumerate(row)}
-            values.update({f"metrics/{k}": v for k, v in metrics.items() if v is not None})
+            values = {keys.eval_acc(j): a for j, a in enumerate(row)}
+            values.update({keys.metric(k): v for k, v in metrics.items() if v is not None})
             if pretrain is not None:
-                values["eval/acc_pretrain"] = pretrain["acc"][-1]
-                values.update({f"metrics/pretrain_{k}": v for k, v in pretrain["metrics"].items()})
-            self.run.log({"task": index, **values})
+                values[keys.EVAL_PRETRAIN] = pretrain["acc"][-1]
+                values.update({keys.pretrain_metric(k): v for k, v in pretrain["metrics"].items()})
+            self.run.log({keys.STEP: index, **values})
 
         self._guard("log", log_it)
 
@@ -135,9 +149,9 @@ class WandbRun:
                 long, wide = acc_matrix_tables(matrix)
                 heatmap = run_dir / "acc_matrix.png"
                 images = (
-                    {"acc_matrix/heatmap": wandb.Image(str(heatmap))} if heatmap.exists() else {}
+                    {keys.MATRIX_HEATMAP: wandb.Image(str(heatmap))} if heatmap.exists() else {}
                 )
-                self.run.log({"acc_matrix/long": long, "acc_matrix/wide": wide, **images})
+                self.run.log({keys.MATRIX_LONG: long, keys.MATRIX_WIDE: wide, **images})
             for key, value in results["metrics"].items():
                 self.run.summary[key] = value
             for key, value in results.get("pretrain", {}).get("metrics", {}).items():
