@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ from hydra import compose, initialize_config_dir
 
 from lab.config import validate
 from lab.experiment import run_experiment
+from lab.report.stats import describe
 from lab.run import config_dir
 
 SCENARIOS = ("task", "domain", "class")
@@ -62,9 +62,10 @@ def run_all(jobs: list[tuple[list[str], str]], workers: int) -> list[dict]:
 
 
 def mean_std(values: list[float]) -> str:
-    values = [100 * v for v in values]
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):5.1f} ± {std:4.1f}"
+    """Mean ± sample std in %, the mean alone for one seed (as lab-report shows them)."""
+    cell = describe(values)
+    spread = f" ± {100 * cell.std:4.1f}" if cell.std is not None else ""
+    return f"{100 * cell.mean:5.1f}{spread}"
 
 
 def search(out: Path, workers: int) -> None:
