@@ -289,8 +289,8 @@ MUTANTS = [
     Mutant(
         "wandb-error-loses-the-exit-status",
         "lab/report/wandb_export.py",
-        "            _fail(\"the W&B Report\", error, report.out)\n            status = 1",
-        "            _fail(\"the W&B Report\", error, report.out)",
+        '            _fail("the W&B Report", error, report.out)\n            status = 1',
+        '            _fail("the W&B Report", error, report.out)',
         ["tests/test_report.py::test_wandb_without_an_api_key_is_one_error_line"],
     ),
     Mutant(
