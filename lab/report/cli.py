@@ -167,9 +167,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     wandb.add_argument(
         "--wandb-report", action="store_true", help="build a W&B Report of the sweep"
     )
-    wandb.add_argument("--entity", help="W&B entity (default: the runs', else WANDB_ENTITY)")
+    wandb.add_argument("--entity", help="W&B entity (default: WANDB_ENTITY, else the runs')")
     wandb.add_argument(
-        "--project", help="W&B project (default: the runs', else WANDB_PROJECT, forgetting-lab)"
+        "--project",
+        help="W&B project (default: WANDB_PROJECT, else the runs', else forgetting-lab)",
     )
     wandb.add_argument("--share", action="store_true", help="also print a share link")
     wandb.add_argument(
