@@ -184,6 +184,12 @@ LOGGER = {
         "tags": string_list,
     },
 }
+ANALYSIS = {
+    "probe": boolean,
+    "probe_samples": integer(minimum=1, optional=True),
+    "cka": boolean,
+    "cka_samples": integer(minimum=2),
+}
 TOP = {
     "scenario": one_of(SCENARIOS),
     "seed": integer(),
@@ -201,6 +207,7 @@ GROUPS = (
     "finetune",
     "logger",
     "train",
+    "analysis",
     "data",
 )
 
@@ -441,6 +448,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             strategy, {k: v for k, v in config["strategy"].items() if k != "name"}
         )
     _check_engine(config)
+    _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], {"root": string})
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lab import finetune as ft
+from lab.analysis import Analysis, build_analysis
 from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Dataset, Stream, build_stream, load_dataset
@@ -89,16 +90,32 @@ def _percentages(metrics: dict[str, float | None]) -> str:
     return ", ".join(f"{k}={'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in metrics.items())
 
 
-def format_summary(results: dict[str, Any]) -> str:
-    """The accuracy matrix (in %) and the metrics, as printed at the end of a run."""
-    matrix, init = with_source_column(results)
-    columns = [f"T{j}" for j in range(len(results["tasks"]))]
-    columns += ["pretrain"] if results.get("pretrain") else []
-    lines = ["accuracy matrix (%): row i = after task i, column j = task j"]
+def _matrix_lines(title: str, matrix: list[list[float]], init: list[float], columns: list[str]):
+    lines = [f"{title} (%): row i = after task i, column j = task j"]
     lines.append(" " * 12 + "".join(f"{c:>9}" for c in columns))
     lines.append("  init      " + "".join(f"{100 * a:9.1f}" for a in init))
     for i, row in enumerate(matrix):
         lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:9.1f}" for a in row))
+    return lines
+
+
+def probe_with_source_column(results: dict[str, Any]) -> tuple[list[list[float]], list[float]]:
+    """P and its init row, with the source's probe as a last column when the run has one."""
+    matrix, init = results["probe_matrix"], results["probe_init"]
+    source = results.get("pretrain")
+    if not source or "probe_acc" not in source:
+        return matrix, init
+    rows = [[*r, a] for r, a in zip(matrix, source["probe_acc"], strict=True)]
+    return rows, [*init, source["probe_init_acc"]]
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The accuracy matrix (in %) and the metrics, as printed at the end of a run; with
+    analysis, the linear probes' matrix and metrics and the last CKA row too."""
+    matrix, init = with_source_column(results)
+    columns = [f"T{j}" for j in range(len(results["tasks"]))]
+    columns += ["pretrain"] if results.get("pretrain") else []
+    lines = _matrix_lines("accuracy matrix", matrix, init, columns)
     lines.append(f"metrics: {_percentages(results['metrics'])}")
     if results.get("diverged"):
         tasks = ", ".join(map(str, results["diverged"]))
@@ -109,6 +126,13 @@ def format_summary(results: dict[str, Any]) -> str:
     if results.get("pretrain"):
         source = results["pretrain"]
         lines.append(f"pretrain ({source['description']}): {_percentages(source['metrics'])}")
+    if results.get("probe_matrix"):
+        matrix, init = probe_with_source_column(results)
+        lines += _matrix_lines("linear-probe accuracy matrix", matrix, init, columns)
+        lines.append(f"probe metrics: {_percentages(results['probe_metrics'])}")
+    if results.get("cka"):
+        last = ", ".join(f"{name}={value:.3f}" for name, value in results["cka"][-1].items())
+        lines.append(f"CKA with the start, after the last task: {last}")
     return "\n".join(lines)
 
 
@@ -231,6 +255,7 @@ class Setup:
     finetune: ft.Finetune
     generator: torch.Generator  # the order of the batches
     augment_generator: torch.Generator
+    analysis: Analysis  # probes and CKA (config analysis), if any
     start_task: int = 0
     time_before: float = 0.0  # seconds the run had taken before it was cut (a resume)
 
@@ -254,6 +279,7 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         ft.Finetune(**config["finetune"]),
         torch.Generator().manual_seed(config["seed"]),
         torch.Generator(device).manual_seed(config["seed"]),
+        build_analysis(config["analysis"], config["seed"]),
     )
     if checkpoint is not None:
         _restore(setup, checkpoint, results)
@@ -294,6 +320,13 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
     if stream.source is not None:
         results.set_source(stream.source.description, accuracies[-1])
     results.set_init_acc(accuracies[: len(stream.tasks)], time.perf_counter() - started)
+    if setup.analysis.active:
+        started = time.perf_counter()
+        row = setup.analysis.start(model, stream)
+        if row.probe is not None:
+            results.set_probe_init(row.probe, row.probe_source)
+        seconds = time.perf_counter() - started
+        results.data["timing"].update(analysis_s=seconds, analysis_start_s=seconds)
 
 
 def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> None:
@@ -302,6 +335,8 @@ def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> N
     setup.strategy.load_state_dict(checkpoint["strategy"])
     setup.generator.set_state(checkpoint["generator"].cpu())
     setup.augment_generator.set_state(checkpoint["augment_generator"].cpu())
+    if setup.analysis.active:
+        setup.analysis.load_state_dict(checkpoint["analysis"], setup.stream)
     set_rng_states(checkpoint["rng"])
     results.data = {**checkpoint["results"], "status": "running"}
     results.data.setdefault("diverged", [])  # a checkpoint written before the field existed
@@ -333,6 +368,11 @@ class Recorder:
     def __call__(self, task: TaskResult) -> None:
         config, run_dir, setup, results = self.config, self.run_dir, self.setup, self.results
         results.data["timing"]["total_s"] = self.elapsed()
+        if setup.analysis.active:
+            started = time.perf_counter()
+            row = setup.analysis.after_task(setup.model)
+            seconds = time.perf_counter() - started
+            results.add_analysis(row.probe, row.probe_source, row.cka, seconds)
         results.add_row(
             task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
         )
@@ -344,6 +384,7 @@ class Recorder:
                     "strategy": setup.strategy.state_dict(),
                     "generator": setup.generator.get_state(),
                     "augment_generator": setup.augment_generator.get_state(),
+                    "analysis": setup.analysis.state_dict(),
                     "results": results.data,
                 },
             )
@@ -358,6 +399,24 @@ class Recorder:
             title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
             f" ({config['scenario']}-IL, seed {config['seed']})",
         )
+        analysed = {}
+        if results.data.get("probe_matrix"):
+            probe, probe_init = probe_with_source_column(results.data)
+            save_acc_matrix_png(
+                run_dir / "probe_matrix.png",
+                probe,
+                probe_init,
+                self.names,
+                title=f"linear probes: {config['strategy']['name']} on "
+                f"{config['benchmark']['name']} ({config['scenario']}-IL, seed {config['seed']})",
+            )
+            analysed.update(
+                probe=results.data["probe_matrix"][-1],
+                probe_metrics=results.data["probe_metrics"],
+                probe_source=(results.data.get("pretrain") or {}).get("probe_acc", [None])[-1],
+            )
+        if results.data.get("cka"):
+            analysed["cka"] = results.data["cka"][-1]
         if self.wandb_run is not None:
             self.wandb_run.log_task(
                 task.index,
@@ -365,6 +424,7 @@ class Recorder:
                 results.data["metrics"],
                 task.losses,
                 results.data.get("pretrain"),
+                analysed,
             )
         if task.index in results.data["diverged"]:
             log.warning(

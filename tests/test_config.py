@@ -97,6 +97,7 @@ def test_unknown_group_option_lists_the_valid_ones(compose_cfg):
 
 ABLATIONS = {
     "methods": {"strategy", "seed"},
+    "probing": {"scenario", "strategy", "seed"},
     "scenarios": {"scenario", "strategy", "seed"},
     "ewc_lambda": {"strategy.lambda", "seed"},
     "lwf_alpha_temperature": {"strategy.alpha", "strategy.temperature", "seed"},
@@ -130,6 +131,12 @@ def test_every_ablation_preset_is_listed_and_composes():
         for value in str(cfg.hydra.sweeper.params.get("strategy", "")).split(","):
             if value:  # every swept strategy exists
                 validate(compose_with_hydra([f"+ablation={name}", f"strategy={value}"]))
+
+
+def test_the_probing_preset_turns_the_analysis_on():
+    cfg = compose_with_hydra(["+ablation=probing"])
+    assert cfg.analysis.probe is True and cfg.analysis.cka is True
+    assert compose_with_hydra([]).analysis.probe is False  # off by default
 
 
 def test_strength_ablations_select_their_strategy():

@@ -223,6 +223,19 @@ def _run(root, name, strategy, seed, acc, forgetting, params=None):
     write_run(root / name, strategy, seed, [[0.9, 0.0], [b, 2 * acc - b]], params=params)
 
 
+def add_analysis(run_dir, probe_matrix, probe_init, cka=None):
+    """Give a hand-written run the fields analysis.probe (and .cka) write."""
+    results = json.loads((run_dir / "results.json").read_text())
+    results.update(
+        probe_matrix=probe_matrix,
+        probe_init=probe_init,
+        probe_metrics=accuracy_metrics(probe_matrix, probe_init),
+    )
+    if cka is not None:
+        results["cka"] = [{"backbone.layers.1": a, "backbone.layers.3": b} for a, b in cka]
+    (run_dir / "results.json").write_text(json.dumps(results))
+
+
 @pytest.fixture
 def tested_sweep(tmp_path):
     """naive (the baseline) and ewc on seeds 0-2 (paired), lwf on seeds 3-4 (Welch),
@@ -374,22 +387,25 @@ def test_figures_fit_a_paper(tested_sweep, tmp_path, drawn):
         write_run(
             tested_sweep / f"t-naive{seed}", "naive", seed, [[1, 0.5], [0.8, 1]], scenario="task"
         )
+    for run_dir in tested_sweep.iterdir():  # the class-IL runs probed, with CKA
+        if not run_dir.name.startswith("t-"):
+            add_analysis(run_dir, [[0.9, 0.5], [0.8, 0.9]], [0.5, 0.5], cka=[(0.9, 0.8)] * 2)
     write_report([str(tested_sweep)], tmp_path / "out")
     assert set(drawn) == {
         f"split_digits_{s}_{kind}"
         for s in ("class", "task")
         for kind in ("accuracy", "matrices", "forgetting")
-    }
+    } | {"split_digits_class_probes", "split_digits_class_cka"}
     colors = {}
     for name, fig in drawn.items():
-        for line in fig.axes[0].lines:
+        for line in fig.axes[0].lines if not name.endswith("probes") else []:
             if not line.get_label().startswith("_"):
                 colors.setdefault(line.get_label(), set()).add(to_hex(line.get_color()))
         if name.endswith("forgetting"):
             ax = fig.axes[0]
             for label, bar in zip(ax.get_xticklabels(), ax.patches, strict=True):
                 colors.setdefault(label.get_text(), set()).add(to_hex(bar.get_facecolor()))
-        if name.endswith("matrices"):
+        if name.endswith(("matrices", "probes")):
             for ax in fig.axes:
                 if ax.get_visible() and ax.get_title():
                     label = ax.get_title().rsplit(" (n=", 1)[0]
@@ -436,3 +452,35 @@ def test_wandb_without_an_api_key_is_one_error_line(tested_sweep, tmp_path, flag
     assert len(errors) == 1 and errors[0].startswith("lab-report: error: the W&B"), errors
     assert errors[0].endswith(f"the local report in {out} is complete")
     assert "| ewc |" in (out / "report.md").read_text() and (out / "table.tex").exists()
+
+
+def test_probe_columns_and_figures_by_hand(tmp_path, drawn):
+    """Runs with linear probes: the Probe ACC / Probe forgetting columns (the metrics'
+    definitions on P), head against probe per method, and CKA per layer."""
+    root = tmp_path / "probed"
+    for seed, (late, cka) in enumerate([(0.6, 0.9), (0.8, 0.7)]):
+        _run(root, f"naive{seed}", "naive", seed, 0.5, 0.4)
+        # P: probe ACC = (late + 0.9) / 2; probe forgetting = 0.9 - late
+        add_analysis(
+            root / f"naive{seed}",
+            [[0.9, 0.5], [late, 0.9]],
+            [0.5, 0.6],
+            cka=[(1.0, cka), (0.95, cka - 0.1)],
+        )
+    report = write_report([str(root)], tmp_path / "out").markdown.read_text()
+    assert "| Probe ACC | Probe forgetting | Seeds |" in report
+    # probe ACC 0.75 and 0.85 -> 80.0 ± 7.1; probe forgetting 0.3 and 0.1 -> 20.0 ± 14.1
+    (row,) = [line for line in report.splitlines() if line.startswith("| naive |")]
+    assert row.endswith("| **80.0 ± 7.1** | **20.0 ± 14.1** | 2 |")
+    panel = drawn["split_digits_class_probes"].axes[0]
+    head, probe, start = (line.get_ydata().tolist() for line in panel.lines)
+    assert head == pytest.approx([50.0, 50.0])  # R's last row: [0.5, 0.5] in both runs
+    assert probe == pytest.approx([70.0, 90.0])  # P's last row, mean of the two runs
+    assert start == pytest.approx([50.0, 60.0])
+    layer3 = drawn["split_digits_class_cka"].axes[1]
+    assert layer3.get_title() == "layers.3"
+    assert layer3.lines[0].get_ydata().tolist() == pytest.approx([0.8, 0.7])
+    rows = [
+        r for r in csv.DictReader((tmp_path / "out" / "table.csv").open()) if r["kind"] == "mean"
+    ]
+    assert float(rows[0]["probe_acc"]) == pytest.approx(0.8)

@@ -18,7 +18,9 @@ from pathlib import Path
 from lab.errors import LabError
 from lab.report.figures import (
     accuracy_curves,
+    cka_drift,
     forgetting_bars,
+    head_vs_probe,
     matrix_grid,
     method_colors,
     pretrain_tradeoff,
@@ -98,6 +100,12 @@ def _figures(table: Table, colors: dict, figures: Path) -> list[tuple[str, Path]
         made.append(("mean accuracy matrices", figures / f"{stem}_matrices.png"))
     forgetting_bars(groups, colors, figures / f"{stem}_forgetting", f"{title}: forgetting")
     made.append(("forgetting", figures / f"{stem}_forgetting.png"))
+    if any(g.probed for g in groups):
+        head_vs_probe(groups, colors, figures / f"{stem}_probes", f"{title}: head vs probe")
+        made.append(("head vs linear probe", figures / f"{stem}_probes.png"))
+    if any(g.cka_layers for g in groups):
+        cka_drift(groups, colors, figures / f"{stem}_cka", f"{title}: representation drift")
+        made.append(("representation drift (CKA)", figures / f"{stem}_cka.png"))
     if any(g.pretrained for g in groups):
         pretrain_tradeoff(groups, colors, figures / f"{stem}_pretrain", f"{title}: old vs new")
         made.append(("pre-training source vs stream", figures / f"{stem}_pretrain.png"))

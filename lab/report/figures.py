@@ -189,3 +189,69 @@ def pretrain_tradeoff(
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, frameon=False)
     return _save(fig, path)
+
+
+def _finish_grid(fig, axes, used: int, ylabel: str, title: str, legend_columns: int):
+    """A grid of panels: the unused ones hidden, y labels on the left, the first panel's
+    legend under the grid, the title above it."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+@_styled
+def head_vs_probe(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
+    """After the last task, each task's accuracy through the model's head (R, solid) and
+    through a linear probe on the backbone's features (P, dashed), one panel per method,
+    ± one std over seeds; dotted grey: the probe at the stream's start. Where the dashed
+    line stays up and the solid one falls, the features kept the task and the head lost it."""
+    groups = [g for g in groups if g.probed]
+    cols = min(len(groups), 2)
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = _figure(FIGURE_WIDTH, 1.9 * rows + 0.5, rows, cols, sharey=True)
+    for ax, group in zip(axes.flat, groups, strict=False):
+        head = 100 * group.matrices()[:, -1, :]
+        probe = 100 * group.probe_matrices()[:, -1, :]
+        start = 100 * np.array([r.results["probe_init"] for r in group.runs], dtype=float)
+        x = np.arange(head.shape[1])
+        color = colors[group.label]
+        for values, style, label in ((head, "-", "head (R)"), (probe, "--", "probe (P)")):
+            mean, std = values.mean(0), _std(values)
+            ax.plot(x, mean, style, marker="o", markersize=3, color=color, label=label)
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+        ax.plot(x, start.mean(0), ":", color="grey", label="probe at the start")
+        ax.set_title(f"{group.label} (n={len(group.runs)})", color=color)
+        ax.set_xticks(x, [f"T{j}" for j in x])
+        ax.set_ylim(-2, 102)
+    return _save(_finish_grid(fig, axes, len(groups), "final accuracy (%)", title, 3), path)
+
+
+@_styled
+def cka_drift(groups: list[Group], colors: dict[str, tuple], path: Path, title: str) -> list[Path]:
+    """Representation drift: each layer group's linear CKA with the stream's start after
+    every task, one panel per layer group, one line per method, ± one std over seeds."""
+    groups = [g for g in groups if g.cka_layers]
+    layers = groups[0].cka_layers
+    cols = min(len(layers), 2)
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = _figure(FIGURE_WIDTH, 1.9 * rows + 0.6, rows, cols, sharey=True)
+    for ax, layer in zip(axes.flat, layers, strict=False):
+        for group in groups:
+            values = group.cka(layer)
+            x = np.arange(values.shape[1])
+            mean, std = values.mean(0), _std(values)
+            color = colors[group.label]
+            ax.plot(x, mean, marker="o", markersize=3, color=color, label=group.label)
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+        ax.set_title(layer.removeprefix("backbone."))
+        ax.set_xticks(x, [str(i) for i in x])
+        ax.set_xlabel("after training task")
+        ax.set_ylim(-0.02, 1.02)
+    return _save(_finish_grid(fig, axes, len(layers), "CKA with the start", title, 2), path)

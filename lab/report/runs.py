@@ -43,11 +43,13 @@ class Run:
 
 
 def metric_of(results: dict[str, Any], metric: str) -> float | None:
-    """A metric of results.json; "pretrain_acc" etc. are the pre-training source's own."""
-    metrics = results.get("metrics", {})
+    """A metric of results.json; "pretrain_acc" etc. are the pre-training source's own,
+    "probe_acc" etc. the linear probes'."""
     if metric.startswith("pretrain_"):
-        metrics = (results.get("pretrain") or {}).get("metrics", {})
-    return metrics.get(metric.removeprefix("pretrain_"))
+        return (results.get("pretrain") or {}).get("metrics", {}).get(metric[len("pretrain_") :])
+    if metric.startswith("probe_"):  # the linear probes' (lab.analysis), same definitions on P
+        return (results.get("probe_metrics") or {}).get(metric[len("probe_") :])
+    return results.get("metrics", {}).get(metric)
 
 
 @dataclass
@@ -69,6 +71,24 @@ class Group:
     @property
     def pretrained(self) -> bool:
         return any(r.results.get("pretrain") for r in self.runs)
+
+    @property
+    def probed(self) -> bool:
+        return any(r.results.get("probe_matrix") for r in self.runs)
+
+    @property
+    def cka_layers(self) -> list[str]:
+        """The layer groups of the runs' CKA rows (analysis.cka), or []."""
+        rows = self.runs[0].results.get("cka") or [{}]
+        return list(rows[0])
+
+    def probe_matrices(self) -> np.ndarray:
+        """(runs, T, T) linear-probe matrices and (runs, T) their init rows."""
+        return np.array([r.results["probe_matrix"] for r in self.runs], dtype=float)
+
+    def cka(self, layer: str) -> np.ndarray:
+        """(runs, T) the layer's CKA with the start after each task."""
+        return np.array([[row[layer] for row in r.results["cka"]] for r in self.runs], dtype=float)
 
     def matrices(self) -> np.ndarray:
         """(runs, T, T) accuracy matrices."""

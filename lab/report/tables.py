@@ -29,12 +29,18 @@ PRETRAIN_COLUMNS = [
     ("pretrain_acc", "Pretrain ACC", 1),
     ("pretrain_forgetting", "Pretrain forgetting", -1),
 ]
-CSV_METRICS = [*METRIC_NAMES, *(m for m, _, _ in PRETRAIN_COLUMNS)]
+# the linear probes' (analysis.probe): what the features keep, shown when a run has them
+PROBE_COLUMNS = [
+    ("probe_acc", "Probe ACC", 1),
+    ("probe_forgetting", "Probe forgetting", -1),
+]
+CSV_METRICS = [*METRIC_NAMES, *(m for m, _, _ in PRETRAIN_COLUMNS + PROBE_COLUMNS)]
 MARK = "†"  # a cell that differs from the baseline's
 
 
 def columns(groups: list[Group]) -> list[tuple[str, str, int]]:
-    return COLUMNS + (PRETRAIN_COLUMNS if any(g.pretrained for g in groups) else [])
+    shown = COLUMNS + (PRETRAIN_COLUMNS if any(g.pretrained for g in groups) else [])
+    return shown + (PROBE_COLUMNS if any(g.probed for g in groups) else [])
 
 
 @dataclass

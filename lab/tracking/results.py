@@ -99,6 +99,38 @@ class RunResults:
             "metrics": source_metrics(init_acc, []),
         }
 
+    def set_probe_init(self, probe: list[float], source: float | None) -> None:
+        """The probes' accuracy at the stream's start (lab.analysis): P's init row, and the
+        source's probe before the stream."""
+        self.data["probe_init"] = list(probe)
+        self.data["probe_matrix"] = []
+        self.data["probe_metrics"] = accuracy_metrics([])
+        if source is not None:
+            self.data["pretrain"].update(probe_init_acc=source, probe_acc=[])
+
+    def add_analysis(
+        self,
+        probe: list[float] | None,
+        probe_source: float | None,
+        cka: dict[str, float] | None,
+        seconds: float,
+    ) -> None:
+        """After a task, before its add_row: its probe row (P's metrics: the accuracy
+        matrix's definitions on P), the source's probe, and each layer's CKA."""
+        if probe is not None:
+            self.data["probe_matrix"].append(list(probe))
+            self.data["probe_metrics"] = accuracy_metrics(
+                self.data["probe_matrix"], self.data["probe_init"]
+            )
+        if probe_source is not None:
+            source = self.data["pretrain"]
+            source["probe_acc"].append(probe_source)
+            source["probe_metrics"] = source_metrics(source["probe_init_acc"], source["probe_acc"])
+        if cka is not None:
+            self.data.setdefault("cka", []).append(cka)
+        timing = self.data["timing"]
+        timing["analysis_s"] = timing.get("analysis_s", 0.0) + seconds
+
     def add_row(
         self,
         row: list[float],

@@ -14,6 +14,8 @@ EVAL_PRETRAIN = "eval/acc_pretrain"
 MATRIX_LONG = "acc_matrix/long"
 MATRIX_WIDE = "acc_matrix/wide"
 MATRIX_HEATMAP = "acc_matrix/heatmap"
+PROBE_HEATMAP = "probe_matrix/heatmap"  # analysis.probe
+PROBE_PRETRAIN = "probe/acc_pretrain"
 SUMMARY = METRIC_NAMES  # the final metrics, by their own names, in the run's summary
 
 
@@ -29,3 +31,17 @@ def metric(name: str) -> str:
 
 def pretrain_metric(name: str) -> str:
     return f"metrics/pretrain_{name}"
+
+
+def probe_acc(task: int) -> str:
+    """A linear probe's accuracy on task `task` (analysis.probe), after every task."""
+    return f"probe/acc_task_{task}"
+
+
+def probe_metric(name: str) -> str:
+    return f"probe_metrics/{name}"
+
+
+def cka(layer: str) -> str:
+    """Linear CKA of a layer group with the stream's start (analysis.cka)."""
+    return f"cka/{layer}"

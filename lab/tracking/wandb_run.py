@@ -13,7 +13,10 @@ What a run shows in W&B:
   acc_matrix/long   table (trained_task, eval_task, accuracy)
   acc_matrix/wide   table (after_task, task_0, ..., task_T-1)
   acc_matrix/heatmap  the acc_matrix.png of the run dir
-  summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc),
+  probe/acc_task_j, probe_metrics/*, cka/LAYER   with analysis.probe / analysis.cka
+  probe_matrix/heatmap  the probe_matrix.png of the run dir
+  summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc;
+                    probe_* for the probes'),
                     the status and the diverged tasks; a run that diverged is tagged `diverged`
   artifact          results.json, acc_matrix.csv and acc_matrix.png ("results" type)
 """
@@ -82,16 +85,18 @@ class WandbRun:
             )
             # where the run went, for results.json: lab-report finds the sweep's group by it
             self.where = {
-                "project": self.run.project,
-                "entity": self.run.entity or None,
-                "group": self.run.group or None,
-                "name": self.run.name,
+                "project": settings["project"],
+                "entity": settings.get("entity"),
+                "group": settings.get("group") or group,
+                "name": name,
                 "id": self.run.id,
                 "mode": self.mode,
             }
             self.run.define_metric(keys.STEP)
             self.run.define_metric("eval/*", step_metric=keys.STEP)
             self.run.define_metric("metrics/*", step_metric=keys.STEP)
+            for prefix in ("probe/*", "probe_metrics/*", "cka/*"):
+                self.run.define_metric(prefix, step_metric=keys.STEP)
             self.run.define_metric(keys.TRAIN_STEP)
             self.run.define_metric("train/*", step_metric=keys.TRAIN_STEP)
 
@@ -119,9 +124,12 @@ class WandbRun:
         metrics: dict,
         losses: list[float],
         pretrain: dict | None = None,
+        analysis: dict | None = None,
     ) -> None:
         """One task's row, metrics and step losses (and the pre-training source's, if any:
-        eval/acc_pretrain and metrics/pretrain_*)."""
+        eval/acc_pretrain and metrics/pretrain_*; and with analysis, the probes' row and
+        metrics, the source's probe and the CKA row: keys "probe", "probe_metrics",
+        "probe_source", "cka")."""
 
         def log_it():
             for loss in losses:
@@ -134,6 +142,14 @@ class WandbRun:
             if pretrain is not None:
                 values[keys.EVAL_PRETRAIN] = pretrain["acc"][-1]
                 values.update({keys.pretrain_metric(k): v for k, v in pretrain["metrics"].items()})
+            analysed = analysis or {}
+            values.update({keys.probe_acc(j): a for j, a in enumerate(analysed.get("probe", []))})
+            if analysed.get("probe_source") is not None:
+                values[keys.PROBE_PRETRAIN] = analysed["probe_source"]
+            for k, v in analysed.get("probe_metrics", {}).items():
+                if v is not None:
+                    values[keys.probe_metric(k)] = v
+            values.update({keys.cka(k): v for k, v in analysed.get("cka", {}).items()})
             self.run.log({keys.STEP: index, **values})
 
         self._guard("log", log_it)
@@ -147,21 +163,28 @@ class WandbRun:
             matrix = results["acc_matrix"]
             if matrix:
                 long, wide = acc_matrix_tables(matrix)
-                heatmap = run_dir / "acc_matrix.png"
-                images = (
-                    {keys.MATRIX_HEATMAP: wandb.Image(str(heatmap))} if heatmap.exists() else {}
-                )
+                heatmaps = {
+                    keys.MATRIX_HEATMAP: "acc_matrix.png",
+                    keys.PROBE_HEATMAP: "probe_matrix.png",
+                }
+                images = {
+                    key: wandb.Image(str(run_dir / file))
+                    for key, file in heatmaps.items()
+                    if (run_dir / file).exists()
+                }
                 self.run.log({keys.MATRIX_LONG: long, keys.MATRIX_WIDE: wide, **images})
             for key, value in results["metrics"].items():
                 self.run.summary[key] = value
             for key, value in results.get("pretrain", {}).get("metrics", {}).items():
                 self.run.summary[f"pretrain_{key}"] = value
+            for key, value in results.get("probe_metrics", {}).items():
+                self.run.summary[f"probe_{key}"] = value
             self.run.summary["status"] = results["status"]
             self.run.summary["diverged"] = results.get("diverged", [])
             if results.get("diverged"):  # to filter such runs out in the W&B UI
                 self.run.tags = (*self.run.tags, "diverged")
             artifact = wandb.Artifact(f"results-{self.run.id}", type="results")
-            for file in ("results.json", "acc_matrix.csv", "acc_matrix.png"):
+            for file in ("results.json", "acc_matrix.csv", "acc_matrix.png", "probe_matrix.png"):
                 if (run_dir / file).exists():
                     artifact.add_file(str(run_dir / file))
             self.run.log_artifact(artifact)

@@ -1,0 +1,118 @@
+"""Linear probes and CKA (lab.analysis): the instruments on cases worked by hand, then in a
+run: R untouched, P's metrics by the metrics module's definitions, a resume to the same P."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+from conftest import FAST
+from test_resume import interrupt_before_task
+
+from lab.analysis.cka import centered_gram, cka
+from lab.analysis.probe import fit_probes
+from lab.checkpoint import CHECKPOINT
+from lab.experiment import run_experiment
+from lab.metrics import accuracy_metrics
+
+
+def _blobs(n: int, d: int, generator: torch.Generator, shift: float):
+    y = torch.randint(0, 2, (n,), generator=generator)
+    z = torch.randn(n, d, generator=generator)
+    z[:, 0] += shift * (2 * y - 1)  # separable along the first axis for a large shift
+    return z, y
+
+
+def test_a_probe_separates_what_is_separable_and_nothing_else():
+    g = torch.Generator().manual_seed(0)
+    (z, y), (z_test, y_test) = _blobs(1000, 20, g, 6.0), _blobs(1000, 20, g, 6.0)
+    noise, noise_y = torch.randn(1000, 20, generator=g), torch.randint(0, 2, (1000,), generator=g)
+    noise_test = torch.randn(2000, 20, generator=g)
+    noise_test_y = torch.randint(0, 2, (2000,), generator=g)
+    # two probes in one batched fit: the separable task, and labels that mean nothing
+    probes = fit_probes([z, noise], [y, noise_y], [2, 2])
+    separable = (probes.logits(0, z_test).argmax(1) == y_test).float().mean().item()
+    shuffled = (probes.logits(1, noise_test).argmax(1) == noise_test_y).float().mean().item()
+    assert separable > 0.99
+    assert 0.45 < shuffled < 0.55  # chance: 0.5 ± 0.011 (one std) on 2000 test samples
+
+
+def test_a_probe_with_fewer_classes_never_predicts_past_them():
+    g = torch.Generator().manual_seed(1)
+    z3 = torch.randn(300, 5, generator=g)
+    y3 = torch.arange(300) % 3
+    z3[torch.arange(300), y3] += 4.0
+    z2, y2 = _blobs(200, 5, g, 4.0)
+    probes = fit_probes([z3, z2], [y3, y2], [3, 2])
+    assert probes.logits(1, torch.randn(500, 5, generator=g)).argmax(1).max() <= 1
+    assert (probes.logits(0, z3).argmax(1) == y3).float().mean() > 0.95
+
+
+def test_cka_by_its_invariances():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 30, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(30, 30, generator=g, dtype=torch.float64))
+    unrelated = torch.randn(500, 30, generator=g, dtype=torch.float64)
+    gram = centered_gram(x)
+    assert cka(gram, centered_gram(x)) == pytest.approx(1.0, abs=1e-12)
+    assert cka(gram, centered_gram(x @ q)) == pytest.approx(1.0, abs=1e-10)  # orthogonal
+    assert cka(gram, centered_gram(3.7 * x)) == pytest.approx(1.0, abs=1e-12)  # isotropic
+    assert cka(gram, centered_gram(x + 5.0)) == pytest.approx(1.0, abs=1e-12)  # a shift
+    # independent features: CKA ~ sqrt of their dimension over n, far from 1
+    assert cka(gram, centered_gram(unrelated)) < 0.3
+    # an anisotropic scaling is not an invariance: below 1
+    scale = torch.ones(30, dtype=torch.float64)
+    scale[0] = 20.0
+    assert cka(gram, centered_gram(x * scale)) < 0.9
+
+
+ANALYSIS = ["analysis.probe=true", "analysis.cka=true", "analysis.probe_samples=200"]
+
+
+def test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes(
+    fast_config, tmp_path, monkeypatch
+):
+    plain = run_experiment(fast_config("strategy=ewc"), tmp_path / "plain")
+    config = fast_config("strategy=ewc", *ANALYSIS)
+    probed = run_experiment(config, tmp_path / "probed")
+    # the probes only read the model: R is the same, bit for bit
+    assert probed["acc_matrix"] == plain["acc_matrix"]
+    P, init = probed["probe_matrix"], probed["probe_init"]
+    assert len(P) == len(init) == 5 and all(len(row) == 5 for row in P)
+    assert probed["probe_metrics"] == accuracy_metrics(P, init)
+    assert [list(row) for row in probed["cka"]] == [["backbone.layers.1", "backbone.layers.3"]] * 5
+    assert all(0 < v <= 1 for row in probed["cka"] for v in row.values())
+    assert probed["timing"]["analysis_s"] > 0
+    # cut before task 2, then resumed: the same P and CKA rows, bit for bit
+    with monkeypatch.context() as patch:
+        interrupt_before_task(patch, "ewc", task_id=2)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(config, tmp_path / "cut")
+    assert (tmp_path / "cut" / CHECKPOINT).exists()
+    resumed = run_experiment(config, tmp_path / "cut")
+    assert resumed["probe_matrix"] == P and resumed["probe_init"] == init
+    assert resumed["cka"] == probed["cka"] and resumed["acc_matrix"] == probed["acc_matrix"]
+
+
+@pytest.mark.e2e
+def test_lab_run_prints_and_writes_the_probes(tmp_path):
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        ["lab-run", *FAST, "train.epochs=2", *ANALYSIS, f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    printed = done.stdout + done.stderr
+    assert "linear-probe accuracy matrix (%)" in printed
+    last = "  after T4  " + "".join(f"{100 * a:9.1f}" for a in results["probe_matrix"][-1])
+    assert last in printed
+    acc = results["probe_metrics"]["acc"]
+    assert f"probe metrics: acc={100 * acc:.2f}%" in printed
+    assert "CKA with the start, after the last task: backbone.layers.1=" in printed
+    assert (run_dir / "probe_matrix.png").read_bytes()[:4] == b"\x89PNG"
