@@ -293,6 +293,48 @@ MUTANTS = [
         '            _fail("the W&B Report", error, report.out)',
         ["tests/test_report.py::test_wandb_without_an_api_key_is_one_error_line"],
     ),
+    # representation forgetting (issue 13)
+    Mutant(
+        "probe-slice-from-the-global-rng",
+        "lab/analysis/probe.py",
+        "return torch.randperm(n, generator=generator)[:samples].to(task.train_y.device)",
+        "return torch.randperm(n)[:samples].to(task.train_y.device)",
+        [
+            "tests/test_analysis.py::test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes"
+        ],
+    ),
+    Mutant(
+        "cka-uncentred",
+        "lab/analysis/cka.py",
+        "    x = x - x.mean(0, keepdim=True)",
+        "    x = x",
+        ["tests/test_analysis.py::test_cka_by_its_invariances"],
+    ),
+    Mutant(
+        "probe-metrics-of-r",
+        "lab/tracking/results.py",
+        'self.data["probe_matrix"], self.data["probe_init"]',
+        'self.data["acc_matrix"], self.data["init_acc"]',
+        [
+            "tests/test_analysis.py::test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes"
+        ],
+    ),
+    Mutant(
+        "probe-classes-unmasked",
+        "lab/analysis/probe.py",
+        'mask[t, kt:] = float("-inf")',
+        "pass",
+        ["tests/test_analysis.py::test_a_probe_with_fewer_classes_never_predicts_past_them"],
+    ),
+    Mutant(
+        "probe-trains-the-model",
+        "lab/analysis/probe.py",
+        "    model.eval()\n    out = torch.cat(",
+        "    model.train()\n    out = torch.cat(",
+        [
+            "tests/test_analysis.py::test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes"
+        ],
+    ),
     Mutant(
         "avalanche-config-not-written-first",
         "lab/avalanche/__init__.py",

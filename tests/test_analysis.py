@@ -46,7 +46,9 @@ def test_a_probe_with_fewer_classes_never_predicts_past_them():
     z3[torch.arange(300), y3] += 4.0
     z2, y2 = _blobs(200, 5, g, 4.0)
     probes = fit_probes([z3, z2], [y3, y2], [3, 2])
-    assert probes.logits(1, torch.randn(500, 5, generator=g)).argmax(1).max() <= 1
+    logits = probes.logits(1, torch.randn(500, 5, generator=g))
+    assert torch.isneginf(logits[:, 2]).all()  # no probability on a class the task lacks
+    assert logits.argmax(1).max() <= 1
     assert (probes.logits(0, z3).argmax(1) == y3).float().mean() > 0.95
 
 
@@ -74,15 +76,16 @@ ANALYSIS = ["analysis.probe=true", "analysis.cka=true", "analysis.probe_samples=
 def test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes(
     fast_config, tmp_path, monkeypatch
 ):
-    plain = run_experiment(fast_config("strategy=ewc"), tmp_path / "plain")
-    config = fast_config("strategy=ewc", *ANALYSIS)
+    # dropout: training draws from the global RNG, which the probes must never touch
+    plain = run_experiment(fast_config("strategy=ewc", "model.dropout=0.2"), tmp_path / "plain")
+    config = fast_config("strategy=ewc", "model.dropout=0.2", *ANALYSIS)
     probed = run_experiment(config, tmp_path / "probed")
     # the probes only read the model: R is the same, bit for bit
     assert probed["acc_matrix"] == plain["acc_matrix"]
     P, init = probed["probe_matrix"], probed["probe_init"]
     assert len(P) == len(init) == 5 and all(len(row) == 5 for row in P)
     assert probed["probe_metrics"] == accuracy_metrics(P, init)
-    assert [list(row) for row in probed["cka"]] == [["backbone.layers.1", "backbone.layers.3"]] * 5
+    assert [list(row) for row in probed["cka"]] == [["backbone.layers.1", "backbone.layers.4"]] * 5
     assert all(0 < v <= 1 for row in probed["cka"] for v in row.values())
     assert probed["timing"]["analysis_s"] > 0
     # cut before task 2, then resumed: the same P and CKA rows, bit for bit
@@ -116,3 +119,25 @@ def test_lab_run_prints_and_writes_the_probes(tmp_path):
     assert f"probe metrics: acc={100 * acc:.2f}%" in printed
     assert "CKA with the start, after the last task: backbone.layers.1=" in printed
     assert (run_dir / "probe_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_frozen_backbone_keeps_its_probes_and_its_cka_exactly(fast_config, tmp_path):
+    """Pre-trained on digits 0-4, a task-IL stream over 5-9 with the backbone frozen
+    (finetune.mode=linear_probe): the features never change, so every P row equals the
+    init row, the source's probe stays where it started, and CKA is 1 for every layer."""
+    config = fast_config(
+        "pretrain=source",
+        "pretrain.classes=[0,1,2,3,4]",
+        "pretrain.epochs=5",
+        "benchmark.class_order=[5,6,7,8,9]",
+        "benchmark.num_tasks=2",
+        "scenario=task",
+        "finetune.mode=linear_probe",
+        *ANALYSIS,
+    )
+    results = run_experiment(config, tmp_path / "run")
+    assert results["probe_matrix"] == [results["probe_init"]] * 2
+    source = results["pretrain"]
+    assert source["probe_acc"] == [source["probe_init_acc"]] * 2
+    assert source["probe_metrics"]["forgetting"] == 0.0
+    assert all(v == pytest.approx(1.0, abs=1e-9) for row in results["cka"] for v in row.values())

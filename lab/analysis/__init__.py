@@ -1,6 +1,6 @@
 """What the features keep, beside what the heads answer (analysis.probe, analysis.cka).
 
-    analysis = Analysis(probe=True, cka=True, probe_samples=2000, cka_samples=1000, seed=0)
+    analysis = Analysis(probe=True, cka=True, probe_samples=1000, cka_samples=1000, seed=0)
     analysis.start(model, stream)        # at the stream's start: probe init row, CKA reference
     row = analysis.after_task(model)     # after every task: probe row, source probe, CKA row
 
@@ -31,7 +31,7 @@ class AnalysisRow:
 class Analysis:
     probe: bool = False
     cka: bool = False
-    probe_samples: int | None = 2000
+    probe_samples: int | None = 1000
     cka_samples: int = 1000
     seed: int = 0
     stream: Stream | None = None

