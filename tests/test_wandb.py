@@ -293,6 +293,8 @@ def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
         *fast,
         "train.epochs=1",
         "seed=0,1",
+        "analysis.probe=true",  # and the probes and CKA are mirrored too
+        "analysis.cka=true",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
         env={"WANDB_MODE": "offline"},
@@ -304,6 +306,10 @@ def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
     assert first["name"] == second["name"] != ""  # the seeds of a configuration share it
     results = [json.loads((sweep / str(job) / "results.json").read_text()) for job in (0, 1)]
     assert results[0]["wandb"]["group"] == "my-ablation" and results[0]["wandb"]["id"]
+    logged = logged_keys(sweep / "0")
+    probes = {f"probe/acc_task_{j}" for j in range(5)} | {"probe_metrics/acc", "probe_acc"}
+    assert probes | {"cka/backbone.layers.1", "cka/backbone.layers.3"} <= logged
+    assert "probe_matrix/heatmap/_type" in logged
 
     # the sweep, shared: a summary run in its group, and a W&B Report's spec (dry run)
     spec_file = tmp_path / "report.json"
@@ -367,10 +373,10 @@ def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
             asked.add(config["panel2Config"]["exp"]["fromOp"]["inputs"]["key"]["val"])
         if panel["viewType"] == "Run History Line Plot":
             assert (config["groupAgg"], config["groupArea"]) == ("mean", "stddev")
-    logged = logged_keys(sweep / "0")
     assert {k for k in asked if k not in logged and f"{k}/_type" not in logged} == set()
     assert {"metrics/acc", "metrics/forgetting", "eval/acc_task_0", "eval/acc_task_1"} <= asked
-    assert {"acc_matrix/wide", "acc_matrix/heatmap"} <= asked
+    assert {"acc_matrix/wide", "acc_matrix/heatmap", "probe_metrics/acc"} <= asked
+    assert {"cka/backbone.layers.1", "cka/backbone.layers.3"} <= asked
     assert {p["viewType"] for p in panels} >= {"Bar Chart", "Run Comparer", "Media Browser"}
 
 

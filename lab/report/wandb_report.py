@@ -7,7 +7,8 @@ averaged, ± one std), holding:
   - metrics/acc and metrics/forgetting against the task, and eval/acc_task_j per task j;
   - a bar chart of the final ACC per method;
   - the runs' accuracy-matrix tables and heatmaps;
-  - a run comparer.
+  - a run comparer;
+  - with linear probes or CKA (lab.analysis): probe_metrics/acc and cka/LAYER per task.
 Every key comes from lab.tracking.wandb_keys, the list the runs' logger writes by.
 
 --dry-run FILE writes the report's spec (its JSON model) and needs no API key and no
@@ -67,7 +68,7 @@ def intro(table: Table, target: Target) -> str:
     )
 
 
-def panels(num_tasks: int) -> list:
+def panels(num_tasks: int, probed: bool = False, cka_layers: list[str] | None = None) -> list:
     import wandb_workspaces.reports.v2 as wr
 
     grouped = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
@@ -79,6 +80,8 @@ def panels(num_tasks: int) -> list:
         curve("ACC (mean accuracy on the tasks so far)", keys.metric("acc")),
         curve("forgetting (Chaudhry et al. 2018)", keys.metric("forgetting")),
         *(curve(f"accuracy on task {j}", keys.eval_acc(j)) for j in range(num_tasks)),
+        *([curve("linear-probe ACC (P)", keys.probe_metric("acc"))] if probed else []),
+        *(curve(f"CKA with the start: {layer}", keys.cka(layer)) for layer in cka_layers or []),
         wr.BarPlot(title="final ACC", metrics=[keys.metric("acc")], **grouped),
         wr.WeavePanelSummaryTable(table_name=keys.MATRIX_WIDE),
         wr.MediaBrowser(title="accuracy matrices", media_keys=[keys.MATRIX_HEATMAP]),
@@ -111,7 +114,14 @@ def build(report: Report, target: Target, entity: str, runsets_located: bool):
             wr.H2(table.title),
             wr.MarkdownBlock(intro(table, target)),
             wr.MarkdownBlock(markdown_table(table)),
-            wr.PanelGrid(runsets=[runset], panels=panels(num_tasks)),
+            wr.PanelGrid(
+                runsets=[runset],
+                panels=panels(
+                    num_tasks,
+                    any(g.probed for g in table.groups),
+                    next((g.cka_layers for g in table.groups if g.cka_layers), []),
+                ),
+            ),
         ]
     return wr.Report(
         project=target.project,
