@@ -73,17 +73,19 @@ def task_names(stream: Stream) -> list[str]:
     return [f"T{t.id} ({t.description})" for t in stream.tasks]
 
 
-def with_source_column(results: dict[str, Any]) -> tuple[list[list[float]], list[float]]:
-    """The accuracy matrix and init row, with the pre-training source's accuracy as a last
-    column when the run has a source (results["pretrain"])."""
-    matrix, init = results["acc_matrix"], results["init_acc"]
+def with_source_column(
+    results: dict[str, Any], probe: bool = False
+) -> tuple[list[list[float]], list[float]]:
+    """The accuracy matrix and init row (with `probe`, the linear probes' P and its init
+    row), with the pre-training source's as a last column when the run has a source."""
+    prefix = "probe_" if probe else ""
+    matrix = results["probe_matrix" if probe else "acc_matrix"]
+    init = results["probe_init" if probe else "init_acc"]
     source = results.get("pretrain")
-    if not source:
+    if not source or f"{prefix}acc" not in source:
         return matrix, init
-    return [[*r, a] for r, a in zip(matrix, source["acc"], strict=True)], [
-        *init,
-        source["init_acc"],
-    ]
+    rows = [[*r, a] for r, a in zip(matrix, source[f"{prefix}acc"], strict=True)]
+    return rows, [*init, source[f"{prefix}init_acc"]]
 
 
 def _percentages(metrics: dict[str, float | None]) -> str:
@@ -97,16 +99,6 @@ def _matrix_lines(title: str, matrix: list[list[float]], init: list[float], colu
     for i, row in enumerate(matrix):
         lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:9.1f}" for a in row))
     return lines
-
-
-def probe_with_source_column(results: dict[str, Any]) -> tuple[list[list[float]], list[float]]:
-    """P and its init row, with the source's probe as a last column when the run has one."""
-    matrix, init = results["probe_matrix"], results["probe_init"]
-    source = results.get("pretrain")
-    if not source or "probe_acc" not in source:
-        return matrix, init
-    rows = [[*r, a] for r, a in zip(matrix, source["probe_acc"], strict=True)]
-    return rows, [*init, source["probe_init_acc"]]
 
 
 def format_summary(results: dict[str, Any]) -> str:
@@ -127,7 +119,7 @@ def format_summary(results: dict[str, Any]) -> str:
         source = results["pretrain"]
         lines.append(f"pretrain ({source['description']}): {_percentages(source['metrics'])}")
     if results.get("probe_matrix"):
-        matrix, init = probe_with_source_column(results)
+        matrix, init = with_source_column(results, probe=True)
         lines += _matrix_lines("linear-probe accuracy matrix", matrix, init, columns)
         lines.append(f"probe metrics: {_percentages(results['probe_metrics'])}")
     if results.get("cka"):
@@ -401,7 +393,7 @@ class Recorder:
         )
         analysed = {}
         if results.data.get("probe_matrix"):
-            probe, probe_init = probe_with_source_column(results.data)
+            probe, probe_init = with_source_column(results.data, probe=True)
             save_acc_matrix_png(
                 run_dir / "probe_matrix.png",
                 probe,
