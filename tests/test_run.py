@@ -72,6 +72,23 @@ def test_digits_run_writes_the_run_directory_contract(tmp_path):
     assert "accuracy matrix (%)" in done.stdout + done.stderr
 
 
+def test_a_run_imports_neither_wandb_nor_torchvision_unless_it_uses_them(tmp_path):
+    """Each costs a second or more per run (python -X importtime lists what was imported)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "lab.run", "logger=none"]
+        + [o for o in FAST if not o.startswith("logger.")]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in lines}
+    assert {"torch", "hydra", "matplotlib"} <= imported  # the heatmap, drawn at the end
+    assert not imported & {"wandb", "torchvision", "avalanche"}
+
+
 def test_bad_value_is_one_line_and_exit_2(tmp_path):
     run_dir = tmp_path / "run"
     done = lab_run(*FAST, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path, module=True)
@@ -174,6 +191,11 @@ def test_installed_wheel_finds_its_configs(tmp_path):
     configs = {f"lab/conf/{p.relative_to(REPO / 'conf')}" for p in (REPO / "conf").rglob("*.yaml")}
     assert configs <= names, (
         f"not in the wheel (add the group to pyproject.toml): {configs - names}"
+    )
+    # the editable install of this checkout would serve a module the wheel lacks
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "lab").rglob("*.py")}
+    assert modules <= names, (
+        f"not in the wheel (add the package to pyproject.toml): {modules - names}"
     )
     subprocess.run(
         [
