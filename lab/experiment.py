@@ -26,12 +26,13 @@ from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Dataset, Stream, build_stream, load_dataset
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
-from lab.errors import ConfigError, LabError
+from lab.errors import ConfigError, LabError, brief
 from lab.models import Classifier, build_model
 from lab.optim import OptimizerSettings, make_optimizer
+from lab.preemption import Stopped, held
 from lab.pretrain import load_weights, make_source
 from lab.strategies import Strategy, build_strategy
-from lab.tracking import RunResults, save_acc_matrix_png, write_acc_matrix_csv
+from lab.tracking import RunResults, write_acc_matrix_csv
 from lab.tracking.wandb_run import WandbRun
 
 log = logging.getLogger(__name__)
@@ -336,72 +337,84 @@ def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> N
     setup.time_before = results.data["timing"]["total_s"]
 
 
+def draw_heatmaps(run_dir: Path, results: dict[str, Any]) -> None:
+    """acc_matrix.png, and probe_matrix.png with probes, of the rows the run has: once, when
+    it ends (matplotlib costs a quarter of a second per figure, and seconds to import)."""
+    if not results.get("acc_matrix"):
+        return
+    from lab.tracking.heatmap import save_acc_matrix_png
+
+    names = [f"T{t['id']} ({t['description']})" for t in results["tasks"]]
+    names += ["pretrain"] if results.get("pretrain") else []
+    what = (
+        f"{results['strategy']} on {results['benchmark']} "
+        f"({results['scenario']}-IL, seed {results['seed']})"
+    )
+    try:
+        matrix, init = with_source_column(results)
+        save_acc_matrix_png(run_dir / "acc_matrix.png", matrix, init, names, title=what)
+        if results.get("probe_matrix"):
+            matrix, init = with_source_column(results, probe=True)
+            title = f"linear probes: {what}"
+            save_acc_matrix_png(run_dir / "probe_matrix.png", matrix, init, names, title=title)
+    except Exception as error:  # noqa: BLE001 - a figure must not lose the run's results
+        log.error("the heatmap could not be drawn (%s); results.json is complete", brief(error))
+
+
 class Recorder:
     """What follows every task: its row in results.json, the checkpoint, acc_matrix.csv and
-    .png, and the W&B mirror; so that a run cut at any moment keeps every task it finished."""
+    the W&B mirror; so that a run cut at any moment keeps every task it finished. (The
+    heatmaps are drawn once, when the run ends: draw_heatmaps.)"""
 
     def __init__(
         self,
-        config: dict[str, Any],
         run_dir: Path,
         setup: Setup,
         results: RunResults,
         wandb_run: WandbRun | None,
         started: float,
     ):
-        self.config, self.run_dir, self.setup = config, run_dir, setup
+        self.run_dir, self.setup = run_dir, setup
         self.results, self.wandb_run, self.started = results, wandb_run, started
-        self.names = task_names(setup.stream)
-        self.names += ["pretrain"] if setup.stream.source is not None else []
 
     def elapsed(self) -> float:
         return self.setup.time_before + time.perf_counter() - self.started
 
     def __call__(self, task: TaskResult) -> None:
-        config, run_dir, setup, results = self.config, self.run_dir, self.setup, self.results
+        run_dir, setup, results = self.run_dir, self.setup, self.results
         results.data["timing"]["total_s"] = self.elapsed()
-        if setup.analysis.active:
-            started = time.perf_counter()
-            row = setup.analysis.after_task(setup.model)
-            seconds = time.perf_counter() - started
-            results.add_analysis(row.probe, row.probe_source, row.cka, seconds)
-        results.add_row(
-            task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
-        )
-        if setup.strategy is not None:  # Avalanche's strategies are not checkpointed: it restarts
-            save_checkpoint(
-                run_dir,
-                {
-                    "model": setup.model.state_dict(),
-                    "strategy": setup.strategy.state_dict(),
-                    "generator": setup.generator.get_state(),
-                    "augment_generator": setup.augment_generator.get_state(),
-                    "analysis": setup.analysis.state_dict(),
-                    "results": results.data,
-                },
+        if self.wandb_run is not None and self.wandb_run.where is not None:
+            results.data["wandb"] = self.wandb_run.where  # lab-report finds a sweep's group by it
+        with held():  # a stop signal waits: the row and the checkpoint are saved together
+            if setup.analysis.active:
+                started = time.perf_counter()
+                row = setup.analysis.after_task(setup.model)
+                seconds = time.perf_counter() - started
+                results.add_analysis(row.probe, row.probe_source, row.cka, seconds)
+            results.add_row(
+                task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
             )
-        matrix, init = with_source_column(results.data)
-        with_source = setup.stream.source is not None
-        write_acc_matrix_csv(run_dir / "acc_matrix.csv", matrix, with_source=with_source)
-        save_acc_matrix_png(
-            run_dir / "acc_matrix.png",
-            matrix,
-            init,
-            self.names,
-            title=f"{config['strategy']['name']} on {config['benchmark']['name']}"
-            f" ({config['scenario']}-IL, seed {config['seed']})",
-        )
+            if (
+                setup.strategy is not None
+            ):  # Avalanche's strategies are not checkpointed: it restarts
+                save_checkpoint(
+                    run_dir,
+                    {
+                        "model": setup.model.state_dict(),
+                        "strategy": setup.strategy.state_dict(),
+                        "generator": setup.generator.get_state(),
+                        "augment_generator": setup.augment_generator.get_state(),
+                        "analysis": setup.analysis.state_dict(),
+                        "results": results.data,
+                    },
+                )
+            write_acc_matrix_csv(
+                run_dir / "acc_matrix.csv",
+                with_source_column(results.data)[0],
+                with_source=setup.stream.source is not None,
+            )
         analysed = {}
         if results.data.get("probe_matrix"):
-            probe, probe_init = with_source_column(results.data, probe=True)
-            save_acc_matrix_png(
-                run_dir / "probe_matrix.png",
-                probe,
-                probe_init,
-                self.names,
-                title=f"linear probes: {config['strategy']['name']} on "
-                f"{config['benchmark']['name']} ({config['scenario']}-IL, seed {config['seed']})",
-            )
             analysed.update(
                 probe=results.data["probe_matrix"][-1],
                 probe_metrics=results.data["probe_metrics"],
@@ -457,7 +470,9 @@ def train(config: dict[str, Any], setup: Setup, record: Recorder, progress: bool
 
 def describe(error: BaseException) -> str:
     """An error as results.json records it: a user's mistake by its message alone."""
-    return str(error) if isinstance(error, LabError) else f"{type(error).__name__}: {error}"
+    if isinstance(error, (LabError, Stopped)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def run_experiment(
@@ -470,9 +485,10 @@ def run_experiment(
     """Train the configured model on the configured stream; returns results.json's content.
 
     Prepare (build, resume or pre-train), train task by task, record after every task:
-    results.json, acc_matrix.csv and acc_matrix.png are (re)written in `run_dir` after
+    results.json, acc_matrix.csv and the checkpoint are (re)written in `run_dir` after
     every task, so an interrupted run keeps every task it completed; a run that fails
-    says so in results.json ("failed", with the error). With config["logger"]["name"] ==
+    says so in results.json ("failed", with the error). acc_matrix.png is drawn when the
+    run ends, complete or not. With config["logger"]["name"] ==
     "wandb" the run is mirrored to W&B under `run_name` and `group` (lab-run derives them
     from the overrides and the sweep).
     """
@@ -489,12 +505,10 @@ def run_experiment(
     results = RunResults(run_dir, _header(config), kept)
     setup, wandb_run = None, None
     try:
-        setup = prepare(config, run_dir, results)
-        if config["logger"]["name"] == "wandb":
+        if config["logger"]["name"] == "wandb":  # it starts while the run prepares
             wandb_run = WandbRun(config["logger"], config, run_dir, run_name, group)
-            if wandb_run.where is not None:
-                results.data["wandb"] = wandb_run.where
-        record = Recorder(config, run_dir, setup, results, wandb_run, started)
+        setup = prepare(config, run_dir, results)
+        record = Recorder(run_dir, setup, results, wandb_run, started)
         train(config, setup, record, progress)
     except BaseException as error:
         before = setup.time_before if setup is not None else 0.0
@@ -506,6 +520,7 @@ def run_experiment(
             (run_dir / CHECKPOINT).unlink(missing_ok=True)
         log.info("%s\nrun dir: %s", format_summary(results.data), run_dir)
     finally:
+        draw_heatmaps(run_dir, results.data)
         if wandb_run is not None:
             wandb_run.finish(results.data, run_dir)
     return results.data

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from lab.errors import ConfigError
@@ -141,7 +142,12 @@ def param_groups(model: Classifier, settings: Finetune, lr: float) -> list[dict[
         seen.update(id(p) for p in params)
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
     groups.append({"params": rest, "lr": lr * settings.backbone_lr_scale})
-    return [g for g in groups if g["params"]]
+    # one group per learning rate: the optimizer steps group by group, and every update is
+    # the parameter's own, so merging changes no number, only the per-step overhead
+    by_lr: dict[float, list[torch.nn.Parameter]] = {}
+    for group in groups:
+        by_lr.setdefault(group["lr"], []).extend(group["params"])
+    return [{"params": params, "lr": rate} for rate, params in by_lr.items() if params]
 
 
 def unfreeze(model: Classifier, settings: Finetune, epoch: int | None) -> None:

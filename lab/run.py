@@ -7,6 +7,7 @@ lab-run -m seed=0,1,2                    # a sweep
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import sys
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lab.config import validate
 from lab.errors import LabError
 from lab.experiment import run_experiment
+from lab.preemption import Stopped, pass_on, stop_on_signals
 from lab.tracking import write_json_atomic
 
 log = logging.getLogger("lab")
@@ -55,15 +57,22 @@ def hydra_main(cfg: DictConfig) -> float | None:
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
+    if not multirun:
+        global _single_run_status
+        _single_run_status = 0
     try:
         config = validate(cfg)
-        results = run_experiment(
-            config,
-            run_dir,
-            show_progress(config["progress"], multirun),
-            run_name=run_name(list(hydra_config.overrides.task)),
-            group=Path(hydra_config.sweep.dir).name if multirun else None,
-        )
+        with stop_on_signals():
+            results = run_experiment(
+                config,
+                run_dir,
+                show_progress(config["progress"], multirun),
+                run_name=run_name(list(hydra_config.overrides.task)),
+                group=Path(hydra_config.sweep.dir).name if multirun else None,
+            )
+    except Stopped as stopped:  # saved: results.json says so, the checkpoint is on disk
+        print(f"lab-run: {run_dir}: {stopped}", file=sys.stderr)
+        pass_on(stopped)
     except LabError as error:
         print(f"lab-run: error: {error}", file=sys.stderr)
         if not (run_dir / "results.json").exists():  # a config error: nothing ran
@@ -99,7 +108,7 @@ def unknown_override(overrides: list[str]) -> str | None:
     Hydra reports such a typo over several lines, without the valid keys; this check runs
     first, on the config composed with the command's group choices.
     """
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_dir  # a third of a second: only if needed
 
     for key, value in (o.lstrip("+").split("=", 1) for o in overrides if "=" in o):
         if key in groups() and not key.startswith("hydra"):  # hydra/* options come from plugins
@@ -111,6 +120,8 @@ def unknown_override(overrides: list[str]) -> str | None:
     keys = [k for k, _ in pairs if not k.startswith("hydra")]
     choices = [f"{k}={v.split(',')[0]}" for k, v in pairs if k in groups()]  # a sweep's first
     choices += [o for o in overrides if o.startswith("+") and o[1:].split("=")[0] in groups()]
+    if _in_plain_configs(keys, choices):
+        return None
     try:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose(config_name="config", overrides=choices)
@@ -132,11 +143,52 @@ def unknown_override(overrides: list[str]) -> str | None:
     return None
 
 
+def _in_plain_configs(keys: list[str], choices: list[str]) -> bool:
+    """Whether every key is in config.yaml or in its group's chosen option, read without
+    Hydra; False also where that cannot tell (a +preset, a group option with defaults)."""
+    if any(c.startswith("+") for c in choices):
+        return False
+    root = Path(config_dir())
+    cfg = OmegaConf.load(root / "config.yaml")
+    chosen = {
+        group: option
+        for entry in cfg.pop("defaults", [])
+        if isinstance(entry, DictConfig)
+        for group, option in entry.items()
+    }
+    chosen.update(c.split("=", 1) for c in choices)
+    for group, option in chosen.items():
+        if group.startswith("hydra") or option is None:
+            continue
+        node = OmegaConf.load(root / group / f"{option}.yaml")
+        if "defaults" in node:
+            return False
+        cfg[group] = node
+    return all(key in groups() or _has(cfg, key) for key in keys)
+
+
 def _has(cfg: DictConfig, key: str) -> bool:
     """Whether the config has `key` (a mandatory value still ??? counts)."""
     parent, _, last = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
     return isinstance(node, DictConfig) and last in node.keys()  # noqa: SIM118 - `in node` misses ???
+
+
+# The exit status of a single run (not a sweep), once hydra_main has run it
+_single_run_status: int | None = None
+
+
+def _exit_without_teardown() -> None:
+    """The last exit handler of a single run: after every other one (W&B's, Hydra's), flush
+    the logs and the output and leave without Python's teardown, which frees one by one the
+    objects that torch and its compiler stack made (a second on 2 cores, as long as a
+    task's training). A sweep, or a command that ran nothing, exits the usual way."""
+    if _single_run_status is None:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_single_run_status)
 
 
 def main() -> None:
@@ -145,7 +197,18 @@ def main() -> None:
     if problem:
         print(f"lab-run: error: {problem}", file=sys.stderr)
         sys.exit(2)
-    hydra_main()
+    atexit.register(_exit_without_teardown)  # the first registered runs last
+    global _single_run_status
+    status = 1  # an exception Python reports itself
+    try:
+        hydra_main()
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        raise
+    finally:
+        if _single_run_status is not None:  # set to 0 by hydra_main when it ran one run
+            _single_run_status = status
 
 
 if __name__ == "__main__":

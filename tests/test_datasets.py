@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +125,34 @@ def test_digits_fixed_stratified_split():
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="valid: fashion_mnist, mnist, kmnist, cifar10, digits"):
         load_dataset("imagenet", "data")
+
+
+def test_gzipped_files_are_decoded_once_into_data_root(offline, tmp_path):
+    """The second load reads data.root/decoded; a damaged decoded copy is decoded again,
+    and a replaced original is not served from its old copy."""
+    root = tmp_path / "data"
+    arrays = write_mnist_like(root / "FashionMNIST" / "raw")
+    first = load_dataset("fashion_mnist", root)
+    copies = sorted((root / "decoded").iterdir())
+    assert [c.name.split(".")[0] for c in copies] == sorted(datasets.IDX_FILES.values())
+    train_images = next(c for c in copies if c.name.startswith("train-images"))
+    assert train_images.stat().st_size == 16 + 30 * 28 * 28  # uncompressed IDX
+
+    zeros = tmp_path / "zeros"
+    write_idx(zeros, np.zeros((30, 28, 28), dtype=np.uint8), False)
+    train_images.write_bytes(zeros.read_bytes())  # what the copy says is what is read
+    assert load_dataset("fashion_mnist", root).train_x.sum() == 0
+
+    train_images.write_bytes(b"damaged")
+    again = load_dataset("fashion_mnist", root)
+    assert torch.equal(again.train_x, first.train_x)
+    assert train_images.stat().st_size == 16 + 30 * 28 * 28  # written anew
+
+    time.sleep(0.01)  # a new modification time
+    write_idx(
+        root / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte",
+        arrays["train_labels"][::-1],
+        True,
+    )
+    replaced = load_dataset("fashion_mnist", root)
+    assert replaced.train_y.tolist() == list(arrays["train_labels"][::-1])

@@ -99,12 +99,17 @@ def rows(path: Path) -> int:
         return 0
 
 
-def kill_when(process: subprocess.Popen, path: Path, at_least: int) -> None:
+def wait_for_rows(process: subprocess.Popen, path: Path, at_least: int) -> None:
+    """Until results.json at `path` holds `at_least` rows, while `process` runs."""
     deadline = time.time() + 300
     while rows(path) < at_least:
-        assert process.poll() is None, "finished before it could be killed"
+        assert process.poll() is None, "finished before it could be stopped"
         assert time.time() < deadline
         time.sleep(0.02)
+
+
+def kill_when(process: subprocess.Popen, path: Path, at_least: int) -> None:
+    wait_for_rows(process, path, at_least)
     os.killpg(process.pid, signal.SIGKILL)  # a real kill: no handler, no cleanup
     process.wait()
 
@@ -126,6 +131,8 @@ def test_killed_run_resumes_with_the_same_command(tmp_path):
     kill_when(start(command, tmp_path), run_dir / "results.json", at_least=2)
     killed = json.loads((run_dir / "results.json").read_text())
     assert killed["status"] == "running" and 2 <= len(killed["acc_matrix"]) < 5
+    assert (run_dir / "acc_matrix.csv").is_file()
+    assert not (run_dir / "acc_matrix.png").exists()  # drawn once, when the run ends
 
     done = subprocess.run(["lab-run", *command], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -9,7 +9,10 @@ downloads, what Debian ships and what the tests write.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import os
 import pickle
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ import torch
 from lab.errors import DataFileError, DataNotFoundError, brief
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DECODED = "decoded"  # data.root's folder of decompressed copies of gzipped IDX files
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -47,12 +51,30 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
 
-def read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path, cache: Path | None = None) -> np.ndarray:
     """Read an IDX file (optionally gzipped): the format of MNIST and its relatives.
-    ValueError, OSError or EOFError when the file is not a whole IDX file of bytes."""
+    ValueError, OSError or EOFError when the file is not a whole IDX file of bytes.
+
+    With `cache`, a gzipped file is decompressed once into that directory (keyed by the
+    file's path, size and modification time) and read from there afterwards: a run then
+    skips the decompression (a quarter of a second for Fashion-MNIST's training images).
+    """
+    copy = _cached_copy(path, cache) if cache is not None and path.suffix == ".gz" else None
+    if copy is not None and copy.is_file():
+        try:
+            return _parse_idx(copy.read_bytes())
+        except (OSError, ValueError):  # a damaged copy: decode the original again
+            copy.unlink(missing_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         data = f.read()
+    array = _parse_idx(data)
+    if copy is not None:
+        _write_quietly(copy, data)
+    return array
+
+
+def _parse_idx(data: bytes) -> np.ndarray:
     if len(data) < 4 or data[:3] != b"\x00\x00\x08":
         raise ValueError("not an IDX file of unsigned bytes")
     ndim = data[3]
@@ -61,6 +83,27 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) != expected:
         raise ValueError(f"{len(data)} bytes where its header promises {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _cached_copy(path: Path, cache: Path) -> Path:
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return cache / f"{path.name.removesuffix('.gz')}.{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def _write_quietly(path: Path, data: bytes) -> None:
+    """Write atomically, or not at all where the directory cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError:  # a read-only data.root: no copy
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 # What a damaged or cut IDX file raises when it is read (zlib.error: a corrupt gzip stream)
@@ -98,12 +141,12 @@ def _images(array: np.ndarray) -> torch.Tensor:
     return x.contiguous().float().div_(255.0)
 
 
-def load_idx_dataset(name: str, directory: Path) -> Dataset:
+def load_idx_dataset(name: str, directory: Path, cache: Path | None = None) -> Dataset:
     arrays = {}
     for key, stem in IDX_FILES.items():
         path = _find_idx_file(directory, stem)
         try:
-            arrays[key] = read_idx(path)
+            arrays[key] = read_idx(path, cache)
         except UNREADABLE as error:
             raise damaged(path, error) from None
     for split in ("train", "test"):
@@ -153,7 +196,7 @@ def _mnist_family(name: str, torchvision_class: str, root: Path, extra: list[Pat
                 f"putting the files in data.root={root}{hint}; or run once with internet so "
                 f"torchvision downloads them into data.root"
             )
-    return load_idx_dataset(name, found)
+    return load_idx_dataset(name, found, cache=root / DECODED)
 
 
 def load_fashion_mnist(root: Path) -> Dataset:

@@ -24,6 +24,7 @@ What a run shows in W&B:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ class WandbRun:
         group: str | None = None,
     ):
         self.run = None
-        self.where: dict[str, Any] | None = None
+        self._where: dict[str, Any] | None = None
         self.failed = False
         self.step = 0
         self.mode = settings["mode"]
@@ -84,7 +85,7 @@ class WandbRun:
                 settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
             )
             # where the run went, for results.json: lab-report finds the sweep's group by it
-            self.where = {
+            self._where = {
                 "project": settings["project"],
                 "entity": settings.get("entity"),
                 "group": settings.get("group") or group,
@@ -100,7 +101,17 @@ class WandbRun:
             self.run.define_metric(keys.TRAIN_STEP)
             self.run.define_metric("train/*", step_metric=keys.TRAIN_STEP)
 
-        self._guard("init", start)
+        # W&B's import and start (its service process) take a second or two: they run
+        # while the run reads its data and trains its first task, not before
+        self._starting = threading.Thread(target=self._guard, args=("init", start), daemon=True)
+        self._starting.start()
+
+    @property
+    def where(self) -> dict[str, Any] | None:
+        """Where the run went (project, entity, group, name, id, mode), once it started;
+        None if it could not start."""
+        self._starting.join()
+        return self._where
 
     def _guard(self, what: str, action: Callable[[], None]) -> None:
         if self.failed:
@@ -130,6 +141,8 @@ class WandbRun:
         eval/acc_pretrain and metrics/pretrain_*; and with analysis, the probes' row and
         metrics, the source's probe and the CKA row: keys "probe", "probe_metrics",
         "probe_source", "cka")."""
+
+        self._starting.join()
 
         def log_it():
             for loss in losses:
@@ -189,6 +202,7 @@ class WandbRun:
                     artifact.add_file(str(run_dir / file))
             self.run.log_artifact(artifact)
 
+        self._starting.join()
         if self.run is None:
             return
         self._guard("final logging", final)
