@@ -64,3 +64,16 @@ def forgetting_per_task(acc_matrix: Sequence[Sequence[float]]) -> list[float]:
     R = np.asarray(acc_matrix, dtype=float)
     last = R.shape[0] - 1
     return [float(R[j:last, j].max() - R[last, j]) for j in range(last)]
+
+
+def source_metrics(init_acc: float, accs: list[float]) -> dict[str, float | None]:
+    """acc, bwt and forgetting of a pre-training source (lab.pretrain) after len(accs)
+    tasks: its accuracy at the end, the change since the start, and the fall from its best."""
+    if not accs:
+        return {"acc": None, "bwt": None, "forgetting": None}
+    final = accs[-1]
+    return {
+        "acc": final,
+        "bwt": final - init_acc,
+        "forgetting": max([init_acc, *accs[:-1]]) - final,
+    }

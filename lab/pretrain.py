@@ -19,6 +19,8 @@ stream's (results.json "pretrain"):
     forgetting  the highest accuracy before the last task (right after pre-training, or
                 after tasks 0..T-2) minus acc: Chaudhry et al. 2018's definition, with
                 pre-training as the source's own training step
+
+(lab.metrics.source_metrics computes them.)
 """
 
 from __future__ import annotations
@@ -60,18 +62,6 @@ def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -
         standardize=config["benchmark"]["standardize"],
     ).tasks
     return replace(task, id=SOURCE, description=f"{pretrain['dataset']} {task.description}")
-
-
-def source_metrics(init_acc: float, accs: list[float]) -> dict[str, float | None]:
-    """acc, bwt and forgetting of the source (module docstring), after len(accs) tasks."""
-    if not accs:
-        return {"acc": None, "bwt": None, "forgetting": None}
-    final = accs[-1]
-    return {
-        "acc": final,
-        "bwt": final - init_acc,
-        "forgetting": max([init_acc, *accs[:-1]]) - final,
-    }
 
 
 def load_weights(model: Classifier, path: str, need_source_head: bool) -> None:

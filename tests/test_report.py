@@ -173,10 +173,14 @@ def test_globs_and_single_run_dirs(sweep, tmp_path):
 
 def test_cli_default_out_and_errors(sweep, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "lab.report", str(sweep)], capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-m", "lab.report", str(sweep)],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
     assert (sweep / "report" / "report.md").exists()
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported  # results.json is read without it (1.6 s to import)
     missing = subprocess.run(
         ["lab-report", str(tmp_path / "nothing")], capture_output=True, text=True
     )

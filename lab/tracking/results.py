@@ -17,11 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 import lab
-from lab.metrics import accuracy_metrics
-from lab.pretrain import source_metrics
+from lab.metrics import accuracy_metrics, source_metrics
 
 SCHEMA_VERSION = 1
 
@@ -42,6 +40,8 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def versions() -> dict[str, str]:
+    import torch  # here: lab-report reads results without importing torch (1.6 s)
+
     return {
         "lab": lab.__version__,
         "torch": str(torch.__version__),
