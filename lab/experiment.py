@@ -26,13 +26,14 @@ from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Dataset, Stream, build_stream, load_dataset
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
-from lab.errors import ConfigError, LabError, brief
+from lab.errors import ConfigError, LabError
 from lab.models import Classifier, build_model
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.preemption import Stopped, held
 from lab.pretrain import load_weights, make_source
 from lab.strategies import Strategy, build_strategy
 from lab.tracking import RunResults, write_acc_matrix_csv
+from lab.tracking.summary import draw_heatmaps, format_summary, with_source_column
 from lab.tracking.wandb_run import WandbRun
 
 log = logging.getLogger(__name__)
@@ -68,65 +69,6 @@ def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Strea
         angles=b.get("angles"),
         standardize=b["standardize"],
     )
-
-
-def task_names(stream: Stream) -> list[str]:
-    return [f"T{t.id} ({t.description})" for t in stream.tasks]
-
-
-def with_source_column(
-    results: dict[str, Any], probe: bool = False
-) -> tuple[list[list[float]], list[float]]:
-    """The accuracy matrix and init row (with `probe`, the linear probes' P and its init
-    row), with the pre-training source's as a last column when the run has a source."""
-    prefix = "probe_" if probe else ""
-    matrix = results["probe_matrix" if probe else "acc_matrix"]
-    init = results["probe_init" if probe else "init_acc"]
-    source = results.get("pretrain")
-    if not source or f"{prefix}acc" not in source:
-        return matrix, init
-    rows = [[*r, a] for r, a in zip(matrix, source[f"{prefix}acc"], strict=True)]
-    return rows, [*init, source[f"{prefix}init_acc"]]
-
-
-def _percentages(metrics: dict[str, float | None]) -> str:
-    return ", ".join(f"{k}={'n/a' if v is None else f'{100 * v:.2f}%'}" for k, v in metrics.items())
-
-
-def _matrix_lines(title: str, matrix: list[list[float]], init: list[float], columns: list[str]):
-    lines = [f"{title} (%): row i = after task i, column j = task j"]
-    lines.append(" " * 12 + "".join(f"{c:>9}" for c in columns))
-    lines.append("  init      " + "".join(f"{100 * a:9.1f}" for a in init))
-    for i, row in enumerate(matrix):
-        lines.append(f"  after T{i:<3}" + "".join(f"{100 * a:9.1f}" for a in row))
-    return lines
-
-
-def format_summary(results: dict[str, Any]) -> str:
-    """The accuracy matrix (in %) and the metrics, as printed at the end of a run; with
-    analysis, the linear probes' matrix and metrics and the last CKA row too."""
-    matrix, init = with_source_column(results)
-    columns = [f"T{j}" for j in range(len(results["tasks"]))]
-    columns += ["pretrain"] if results.get("pretrain") else []
-    lines = _matrix_lines("accuracy matrix", matrix, init, columns)
-    lines.append(f"metrics: {_percentages(results['metrics'])}")
-    if results.get("diverged"):
-        tasks = ", ".join(map(str, results["diverged"]))
-        lines.append(
-            f"diverged: the training loss became non-finite in task(s) {tasks}; "
-            "lab-report keeps this run out of its means"
-        )
-    if results.get("pretrain"):
-        source = results["pretrain"]
-        lines.append(f"pretrain ({source['description']}): {_percentages(source['metrics'])}")
-    if results.get("probe_matrix"):
-        matrix, init = with_source_column(results, probe=True)
-        lines += _matrix_lines("linear-probe accuracy matrix", matrix, init, columns)
-        lines.append(f"probe metrics: {_percentages(results['probe_metrics'])}")
-    if results.get("cka"):
-        last = ", ".join(f"{name}={value:.3f}" for name, value in results["cka"][-1].items())
-        lines.append(f"CKA with the start, after the last task: {last}")
-    return "\n".join(lines)
 
 
 def build(
@@ -335,30 +277,6 @@ def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> N
     results.data.setdefault("diverged", [])  # a checkpoint written before the field existed
     setup.start_task = len(results.data["acc_matrix"])
     setup.time_before = results.data["timing"]["total_s"]
-
-
-def draw_heatmaps(run_dir: Path, results: dict[str, Any]) -> None:
-    """acc_matrix.png, and probe_matrix.png with probes, of the rows the run has: once, when
-    it ends (matplotlib costs a quarter of a second per figure, and seconds to import)."""
-    if not results.get("acc_matrix"):
-        return
-    from lab.tracking.heatmap import save_acc_matrix_png
-
-    names = [f"T{t['id']} ({t['description']})" for t in results["tasks"]]
-    names += ["pretrain"] if results.get("pretrain") else []
-    what = (
-        f"{results['strategy']} on {results['benchmark']} "
-        f"({results['scenario']}-IL, seed {results['seed']})"
-    )
-    try:
-        matrix, init = with_source_column(results)
-        save_acc_matrix_png(run_dir / "acc_matrix.png", matrix, init, names, title=what)
-        if results.get("probe_matrix"):
-            matrix, init = with_source_column(results, probe=True)
-            title = f"linear probes: {what}"
-            save_acc_matrix_png(run_dir / "probe_matrix.png", matrix, init, names, title=title)
-    except Exception as error:  # noqa: BLE001 - a figure must not lose the run's results
-        log.error("the heatmap could not be drawn (%s); results.json is complete", brief(error))
 
 
 class Recorder:
