@@ -193,7 +193,7 @@ MUTANTS = [
     ),
     Mutant(
         "source-bwt-sign",
-        "lab/pretrain.py",
+        "lab/metrics.py",
         '"bwt": final - init_acc,',
         '"bwt": init_acc - final,',
         ["tests/test_finetune.py::test_the_sources_column_and_metrics_by_hand"],
@@ -398,6 +398,51 @@ MUTANTS = [
         'return self.status == "complete" and not self.results.get("diverged")',
         'return self.status == "complete"',
         ["tests/test_report.py"],
+    ),
+    # fixed costs and clusters (issue 14)
+    Mutant(
+        "heatmap-never-drawn",
+        "lab/experiment.py",
+        "        draw_heatmaps(run_dir, results.data)\n",
+        "        pass\n",
+        ["tests/test_run.py::test_digits_run_writes_the_run_directory_contract"],
+    ),
+    Mutant(
+        "decoded-copy-ignored",
+        "lab/data/datasets.py",
+        "    if copy is not None and copy.is_file():",
+        "    if False:",
+        ["tests/test_datasets.py::test_gzipped_files_are_decoded_once_into_data_root"],
+    ),
+    Mutant(
+        "wandb-imported-by-every-run",
+        "lab/tracking/wandb_run.py",
+        "from lab.tracking import wandb_keys as keys\n",
+        "import wandb  # noqa: F401\nfrom lab.tracking import wandb_keys as keys\n",
+        ["tests/test_run.py::test_a_run_imports_neither_wandb_nor_torchvision_unless_it_uses_them"],
+    ),
+    Mutant(
+        "report-imports-torch",
+        "lab/tracking/results.py",
+        "import numpy as np\n",
+        "import numpy as np\nimport torch  # noqa: F401\n",
+        ["tests/test_report.py::test_cli_default_out_and_errors"],
+    ),
+    Mutant(
+        "stopped-run-exits-0",
+        "lab/preemption.py",
+        "    sys.exit(128 + stopped.signum)",
+        "    sys.exit(0)",
+        [
+            "tests/test_cluster.py::test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it"
+        ],
+    ),
+    Mutant(
+        "wheel-without-analysis",
+        "pyproject.toml",
+        '"lab.report", "lab.analysis",',
+        '"lab.report",',
+        ["tests/test_run.py::test_installed_wheel_finds_its_configs"],
     ),
 ]
 
