@@ -18,7 +18,7 @@ from lab.data.streams import SCENARIOS, STREAMS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
-from lab.strategies import STRATEGIES, check_hyperparameters
+from lab.strategies import STRATEGIES, build_strategy
 from lab.tracking.wandb_run import MODES as WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -359,7 +359,6 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and 
 AVALANCHE_ONLY = {
     "si": {"name": anything, "lambda": number(0.0), "eps": number(0.0, low_open=True)},
     "mas": {"name": anything, "lambda": number(0.0), "alpha": number(0.0, 1.0)},
-    "replay": {"name": anything, "mem_size": integer(minimum=1)},
     "gem": {
         "name": anything,
         "patterns_per_exp": integer(minimum=1),
@@ -405,6 +404,11 @@ def _check_engine(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"{key}={value!r} has no Avalanche equivalent; valid with engine=avalanche: {shown}"
             )
+    if strategy["name"] == "replay" and strategy["mem_size"] == 0:
+        raise ConfigError(
+            "strategy.mem_size=0 has no Avalanche equivalent; valid with engine=avalanche: "
+            "an integer >= 1 (mem_size=0 is naive)"
+        )
 
 
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -444,9 +448,9 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if strategy in AVALANCHE_ONLY:
         _check_group("strategy", config["strategy"], AVALANCHE_ONLY[strategy])
     else:
-        check_hyperparameters(
-            strategy, {k: v for k, v in config["strategy"].items() if k != "name"}
-        )
+        # built once here, so that a bad value is refused before anything runs, also
+        # with engine=avalanche (which builds Avalanche's own)
+        build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
     _check_engine(config)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], {"root": string})

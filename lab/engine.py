@@ -103,12 +103,15 @@ def train_task(
             position, epoch = 0, epoch + 1
             if progressive:
                 ft.unfreeze(model, finetune, epoch)
-        batch = data.select(order[position : position + settings.batch_size])
+        drawn = data.select(order[position : position + settings.batch_size])
         position += settings.batch_size
+        batch = strategy.rehearse(drawn)
+        # samples from the memory may belong to other tasks: each then takes its own head
+        route = routing if batch is drawn else ("per sample" if model.multi_head else None)
         if augment is not None:
             batch = Batch(augment(batch.x, augment_generator), batch.y, batch.task_ids)
         features = model.backbone(batch.x)
-        logits = model.classify(features, batch.task_ids if routing == "per sample" else routing)
+        logits = model.classify(features, batch.task_ids if route == "per sample" else route)
         if mask is not None:
             logits = logits + mask
         ce = F.cross_entropy(logits, batch.y)

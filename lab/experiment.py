@@ -309,6 +309,9 @@ class Recorder:
                 row = setup.analysis.after_task(setup.model)
                 seconds = time.perf_counter() - started
                 results.add_analysis(row.probe, row.probe_source, row.cka, seconds)
+            memory = getattr(setup.strategy, "memory", None)
+            if memory is not None:  # rehearsal: what its memory holds after this task
+                results.data["memory"] = memory.describe()
             results.add_row(
                 task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
             )

@@ -150,10 +150,12 @@ def test_avalanche_engine_refuses_what_it_cannot_run(fast_config):
         fast_config("engine=avalanche", "strategy=ewc", "strategy.fisher=sampled")
     with pytest.raises(ConfigError, match="train.iterations=10 has no Avalanche equivalent"):
         fast_config("engine=avalanche", "train.iterations=10")
-    with pytest.raises(
-        ConfigError, match=r"strategy.mem_size=0 is invalid; valid: an integer >= 1"
-    ):
+    with pytest.raises(ConfigError, match=r"strategy.mem_size=0 has no Avalanche equivalent"):
         fast_config("engine=avalanche", "strategy=replay", "strategy.mem_size=0")
+    with pytest.raises(
+        ConfigError, match=r"strategy.mem_size=-1 is invalid; valid: an integer >= 0"
+    ):
+        fast_config("engine=avalanche", "strategy=replay", "strategy.mem_size=-1")
 
 
 @pytest.mark.parametrize("strategy", ["si", "mas", "replay", "gem", "agem"])

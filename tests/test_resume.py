@@ -39,6 +39,8 @@ RESUMED = {name: [f"strategy={name}"] for name in sorted(STRATEGIES)} | {
     "ewc-sampled-fisher": ["strategy=ewc", "strategy.fisher=sampled"],
     "ewc-fisher-samples": ["strategy=ewc", "strategy.fisher_samples=50"],
     "augmented": ["train.augment.crop_padding=1", "train.augment.noise_std=0.1"],
+    "replay-class-balanced": ["strategy=replay", "strategy.policy=class_balanced"],
+    "replay-task-il": ["strategy=replay", "scenario=task"],
 }
 
 

@@ -353,6 +353,8 @@ def test_bad_ewc_hyperparameters(params, message):
         ["strategy=l2", "strategy.lambda=0"],
         # its strength replaces optimizer.weight_decay: at 0 no decay is left
         ["strategy=weight_decay", "strategy.strength=0", "optimizer.weight_decay=0.1"],
+        ["strategy=replay", "strategy.mem_size=0"],
+        ["strategy=replay", "strategy.mem_size=0", "strategy.policy=class_balanced"],
     ],
 )
 @pytest.mark.parametrize("scenario", ["class", "task"])

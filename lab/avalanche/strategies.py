@@ -25,14 +25,16 @@ l2           Avalanche has no L2-to-previous-weights strategy; the closest is it
              task's weights), ewc_lambda = lambda/2. In task-IL only the backbone is
              anchored, as ours (the heads' importance is 0).
 weight_decay Naive with the optimizer our strategy configures (coupled or decoupled decay).
+replay       Naive + ReplayPlugin(mem_size, batch_size_mem=replay_batch_size, storage_policy=
+             ReservoirSamplingBuffer or ClassBalancedBuffer as policy says). Avalanche fills
+             the buffer at the end of each experience, ours at every step (reservoir, as the
+             paper), so the first experience trains without replay there.
 
 Strategies the lab engine does not implement (engine=avalanche only), with the paper's
 hyperparameter as Avalanche names it:
 
 si           SynapticIntelligence(si_lambda=lambda, eps)      Zenke et al. 2017
 mas          MAS(lambda_reg=lambda, alpha)                     Aljundi et al. 2018
-replay       Replay(mem_size)                                  experience replay, a buffer
-                                                               balanced over experiences
 gem          GEM(patterns_per_exp, memory_strength)            Lopez-Paz & Ranzato 2017
 agem         AGEM(patterns_per_exp, sample_size)               Chaudhry et al. 2019
 """
@@ -43,7 +45,8 @@ import warnings
 from typing import Any
 
 import torch
-from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, SupervisedPlugin
+from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, ReplayPlugin, SupervisedPlugin
+from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.supervised import (
     AGEM,
     GEM,
@@ -51,7 +54,6 @@ from avalanche.training.supervised import (
     Cumulative,
     LwF,
     Naive,
-    Replay,
     SynapticIntelligence,
 )
 from avalanche.training.templates import SupervisedTemplate
@@ -141,7 +143,16 @@ def make_strategy(
     if name == "mas":
         return MAS(lambda_reg=params["lambda"], alpha=params["alpha"], **common)
     if name == "replay":
-        return Replay(mem_size=params["mem_size"], **common)
+        # Avalanche fills its buffers at the end of each experience (ours: reservoir at
+        # every step, lab.strategies.replay); its default buffer balances experiences
+        policy = params.get("policy", "reservoir")
+        buffer = ReservoirSamplingBuffer if policy == "reservoir" else ClassBalancedBuffer
+        replay = ReplayPlugin(
+            mem_size=params["mem_size"],
+            batch_size_mem=params.get("replay_batch_size"),
+            storage_policy=buffer(params["mem_size"]),
+        )
+        return Naive(**{**common, "plugins": [*plugins, replay]})
     if name == "gem":
         return GEM(
             patterns_per_exp=params["patterns_per_exp"],

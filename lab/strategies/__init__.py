@@ -12,10 +12,11 @@ from lab.strategies.joint import Joint
 from lab.strategies.l2 import L2
 from lab.strategies.lwf import LwF
 from lab.strategies.naive import Naive
+from lab.strategies.replay import Replay
 from lab.strategies.weight_decay import WeightDecay
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay)
+    cls.name: cls for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay)
 }
 
 
@@ -51,6 +52,7 @@ __all__ = [
     "LwF",
     "Naive",
     "OnlineEWC",
+    "Replay",
     "WeightDecay",
     "STRATEGIES",
     "Batch",

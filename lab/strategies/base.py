@@ -5,6 +5,7 @@ The engine trains one task at a time:
     strategy.before_task(model, task, seen)
     data = strategy.training_data(task, seen)
     for each batch of data:
+        batch = strategy.rehearse(batch)                           # rehearsal adds memory
         features = model.backbone(batch.x)
         logits = model.classify(features, batch.task_ids)
         ce = cross_entropy(logits, batch.y)
@@ -84,6 +85,11 @@ class Strategy:
     def training_data(self, task: Task, seen: list[Task]) -> Batch:
         """The samples to train on for `task`: by default its own training set."""
         return Batch.of(task)
+
+    def rehearse(self, batch: Batch) -> Batch:
+        """The samples a step trains on: by default the batch drawn from the task's data;
+        rehearsal (lab.strategies.replay) appends samples from its memory."""
+        return batch
 
     def loss(
         self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
