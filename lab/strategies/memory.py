@@ -47,14 +47,11 @@ class Memory:
         """Reservoir sampling over the samples of `batch`, in order."""
         if self.capacity == 0:
             return
-        n = len(batch)
-        if self.data is None:
-            self.data = batch.select(torch.arange(0, device=batch.y.device))
-        room = max(0, min(n, self.capacity - len(self)))
+        n, device = len(batch), batch.y.device
+        room = min(n, self.capacity - len(self))
         if room:
-            self.data = Batch.concat(
-                [self.data, batch.select(torch.arange(room, device=batch.y.device))]
-            )
+            head = batch.select(torch.arange(room, device=device))
+            self.data = head if self.data is None else Batch.concat([self.data, head])
         rest = n - room
         if rest:
             # the k-th sample offered overall (1-based) takes slot j ~ U{0..k-1} if j < capacity
@@ -69,7 +66,6 @@ class Memory:
             last = torch.full((self.capacity,), -1, dtype=torch.long)
             last.scatter_reduce_(0, slots, positions, reduce="amax")
             replaced = (last >= 0).nonzero().squeeze(1)
-            device = batch.y.device
             source = batch.select(last[replaced].to(device))
             for field in ("x", "y", "task_ids"):
                 getattr(self.data, field)[replaced.to(device)] = getattr(source, field)
