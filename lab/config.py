@@ -357,17 +357,10 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and 
 
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
-    "si": {"name": anything, "lambda": number(0.0), "eps": number(0.0, low_open=True)},
-    "mas": {"name": anything, "lambda": number(0.0), "alpha": number(0.0, 1.0)},
     "gem": {
         "name": anything,
         "patterns_per_exp": integer(minimum=1),
         "memory_strength": number(0.0),
-    },
-    "agem": {
-        "name": anything,
-        "patterns_per_exp": integer(minimum=1),
-        "sample_size": integer(minimum=1),
     },
 }
 
@@ -404,10 +397,17 @@ def _check_engine(config: dict[str, Any]) -> None:
             raise ConfigError(
                 f"{key}={value!r} has no Avalanche equivalent; valid with engine=avalanche: {shown}"
             )
-    if strategy["name"] == "replay" and strategy["mem_size"] == 0:
+    for name, key in (("replay", "mem_size"), ("der", "mem_size"), ("agem", "patterns_per_exp")):
+        if strategy["name"] == name and strategy[key] == 0:
+            raise ConfigError(
+                f"strategy.{key}=0 has no Avalanche equivalent; valid with engine=avalanche: "
+                f"an integer >= 1 ({key}=0 is naive)"
+            )
+    if strategy["name"] == "der" and config["scenario"] == "task":
         raise ConfigError(
-            "strategy.mem_size=0 has no Avalanche equivalent; valid with engine=avalanche: "
-            "an integer >= 1 (mem_size=0 is naive)"
+            "strategy=der with engine=avalanche needs one shared head (Avalanche's DER asks "
+            "the model for logits without task labels); valid: scenario=domain or class, "
+            "or engine=lab"
         )
 
 

@@ -118,6 +118,7 @@ def train_task(
         loss = strategy.loss(model, batch, features, logits, ce)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        strategy.after_backward(model)
         optimizer.step()
         losses.append(loss.detach())
         bar.update()

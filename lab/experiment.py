@@ -101,6 +101,9 @@ def build(
     if config["engine"] != "lab":
         return stream, model, None
     strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
+    if strategy_params.get("replay_batch_size", 0) is None:  # rehearsal's default
+        # train.batch_size memory samples at every step, the shorter last batch's too
+        strategy_params["replay_batch_size"] = config["train"]["batch_size"]
     strategy = build_strategy(config["strategy"]["name"], **strategy_params)
     strategy.set_seed(config["seed"])
     return stream, model, strategy

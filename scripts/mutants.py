@@ -70,6 +70,97 @@ MUTANTS = [
     ),
     # the methods' equations
     Mutant(
+        "si-omega-sign",
+        "lab/strategies/si.py",
+        "omega -= g * (params[n].detach() - before[n])",
+        "omega += g * (params[n].detach() - before[n])",
+        [
+            "tests/test_strategies.py::test_si_importance_is_the_path_integral_over_the_squared_displacement"
+        ],
+    ),
+    Mutant(
+        "si-displacement-from-the-last-step",
+        "lab/strategies/si.py",
+        "contribution = omega / ((theta - self._start[n]).square() + self.eps)",
+        "contribution = omega / ((theta - self.anchor.get(n, theta)).square() + self.eps)",
+        [
+            "tests/test_strategies.py::test_si_importance_is_the_path_integral_over_the_squared_displacement"
+        ],
+    ),
+    Mutant(
+        "mas-signed-gradient",
+        "lab/strategies/mas.py",
+        'total[f"{name}.weight"] += delta.abs().T @ inputs[name].abs()',
+        'total[f"{name}.weight"] += (delta.T @ inputs[name]).abs()',
+        ["tests/test_strategies.py::test_mas_importance_is_the_mean_absolute_output_sensitivity"],
+    ),
+    Mutant(
+        "mas-alpha-swapped",
+        "lab/strategies/mas.py",
+        "+ (1 - self.alpha) * new[n]",
+        "+ self.alpha * new[n]",
+        ["tests/test_strategies.py::test_mas_importance_is_the_mean_absolute_output_sensitivity"],
+    ),
+    Mutant(
+        "agem-projects-always",
+        "lab/strategies/agem.py",
+        "if not dot < 0:",
+        "if False:",
+        [
+            "tests/test_rehearsal.py::test_agem_projects_a_conflicting_gradient_and_leaves_an_agreeing_one"
+        ],
+    ),
+    Mutant(
+        "agem-never-projects",
+        "lab/strategies/agem.py",
+        "if not dot < 0:",
+        "if True:",
+        [
+            "tests/test_rehearsal.py::test_agem_keeps_patterns_per_exp_samples_of_each_task_and_remembers"
+        ],
+    ),
+    Mutant(
+        "report-sweep-over-two-settings",
+        "lab/report/figures.py",
+        "return swept[0] if len(swept) == 1 else None",
+        "return swept[0] if swept else None",
+        ["tests/test_report.py"],
+    ),
+    Mutant(
+        "agem-projection-sign",
+        "lab/strategies/agem.py",
+        "p.grad = -scale * r if p.grad is None else p.grad - scale * r",
+        "p.grad = scale * r if p.grad is None else p.grad + scale * r",
+        [
+            "tests/test_rehearsal.py::test_agem_projects_a_conflicting_gradient_and_leaves_an_agreeing_one"
+        ],
+    ),
+    Mutant(
+        "der-one-batch-for-both-terms",
+        "lab/strategies/der.py",
+        "for_ce = self.memory.draw(n, self.generator) if self.beta else None",
+        "for_ce = for_mse if self.beta else None",
+        [
+            "tests/test_rehearsal.py::test_der_loss_is_ce_plus_alpha_mse_of_stored_logits_plus_beta_ce"
+        ],
+    ),
+    Mutant(
+        "der-logits-not-replaced",
+        "lab/strategies/memory.py",
+        "                self.logits[replaced.to(device)] = logits[last[replaced].to(device)]",
+        "                pass",
+        ["tests/test_rehearsal.py::test_reservoir_keeps_each_samples_logits_with_it"],
+    ),
+    Mutant(
+        "avalanche-si-views",
+        "lab/avalanche/strategies.py",
+        '        _copy(self.syn_data["old_theta"])',
+        "        pass",
+        [
+            "tests/test_avalanche.py::test_si_mapping_is_avalanches_plugin_with_real_copies_twice_lambda_and_no_clip"
+        ],
+    ),
+    Mutant(
         "ewc-half",
         "lab/strategies/ewc.py",
         "return ce + self.lambda_ / 2 * self.penalty(model)",

@@ -110,6 +110,7 @@ ABLATIONS = {
         "seed",
     },
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
+    "memory_size": {"strategy", "strategy.mem_size", "seed"},
 }
 
 
@@ -176,9 +177,12 @@ def test_unknown_top_level_key(compose_cfg):
         (["seed.x=1"], "seed.x: seed is a value, it has no keys"),
         (
             ["strategy=nope"],
-            "strategy=nope is not an option of strategy; valid: agem, ewc, gem, joint, l2",
+            "strategy=nope is not an option of strategy; valid: agem, der, ewc, gem, joint, l2",
         ),
-        (["strategy=naive,ewcc"], "strategy=ewcc is not an option of strategy; valid: agem, ewc"),
+        (
+            ["strategy=naive,ewcc"],
+            "strategy=ewcc is not an option of strategy; valid: agem, der, ewc",
+        ),
         (["+ablation=method"], "ablation=method is not an option of ablation; valid: ewc_lambda"),
         (["strategy=naive,ewc", "strategy.lamda=1"], "strategy.lamda is not a key of strategy"),
     ],

@@ -1,4 +1,4 @@
-"""Rehearsal: the memory's policies, and experience replay through the lab engine."""
+"""Rehearsal: the memory's policies; experience replay, DER and A-GEM through the lab engine."""
 
 from __future__ import annotations
 
@@ -7,13 +7,22 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy import stats
 
+from lab.data import build_stream, load_dataset
 from lab.engine import train_task
 from lab.experiment import build, run_experiment, seed_everything, train_settings
+from lab.models import build_model
 from lab.optim import OptimizerSettings, make_optimizer
+from lab.strategies import AGEM, DER
 from lab.strategies.base import Batch
 from lab.strategies.memory import Memory
+
+
+@pytest.fixture(scope="module")
+def digits_stream():
+    return build_stream(load_dataset("digits", "unused"), "split", "class", 5, seed=0)
 
 
 def samples(ids: range, task: int = 0) -> Batch:
@@ -38,6 +47,15 @@ def test_reservoir_keeps_every_sample_with_equal_probability():
     assert stats.chisquare(kept).pvalue > 0.01
     # the first and the last 100 samples offered: the same share of the memory
     assert abs(kept[:100].mean() - kept[-100:].mean()) < 3 * np.sqrt(2 * 40 * 0.9 / 100)
+
+
+def test_reservoir_keeps_each_samples_logits_with_it():
+    memory, generator = Memory(20), torch.Generator().manual_seed(0)
+    for start in range(0, 300, 32):
+        batch = samples(range(start, min(start + 32, 300)))
+        memory.offer(batch, generator, batch.x.repeat(1, 3))  # logits: the id, 3 times
+    assert memory.offered == 300 and int(memory.data.y.max()) >= 20  # slots were replaced
+    assert torch.equal(memory.logits, memory.data.x.repeat(1, 3))
 
 
 def test_reservoir_fills_up_in_order_before_it_replaces():
@@ -100,3 +118,126 @@ def test_replay_in_task_il_trains_each_remembered_sample_through_its_own_head(
     assert not torch.equal(model.heads[0].weight, head_0)
     results = run_experiment(config, tmp_path)
     assert results["status"] == "complete" and results["metrics"]["acc"] > 0.9
+
+
+def flat_grad(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def agem_step(model, agem, batch):
+    """One step's gradient as the engine leaves it for the optimizer."""
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(batch.x), batch.y).backward()
+    plain = flat_grad(model).clone()
+    agem.after_backward(model)
+    return plain, flat_grad(model)
+
+
+def reference_gradient(model, memory: Batch) -> torch.Tensor:
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model(memory.x), memory.y).backward()
+    g_ref = flat_grad(model).clone()
+    model.zero_grad(set_to_none=True)
+    return g_ref
+
+
+def test_agem_projects_a_conflicting_gradient_and_leaves_an_agreeing_one(digits_stream):
+    """With the whole memory as the reference sample: a batch whose gradient opposes the
+    memory's is projected to g - (g.g_ref / g_ref.g_ref) g_ref, orthogonal to g_ref (Chaudhry
+    et al. 2019, eq. 11); a batch of the memory's own samples is left exactly as it was."""
+    task = digits_stream.tasks[0]
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), [10], hidden_sizes=[16])
+    agem = AGEM(patterns_per_exp=40, sample_size=40)
+    agem.after_task(model, task, [task])
+    memory = agem.memory.data
+    assert len(memory) == 40 and set(memory.y.tolist()) <= set(task.train_y.tolist())
+    g_ref = reference_gradient(model, memory)
+
+    wrong = Batch(memory.x, 9 - memory.y, memory.task_ids)  # other labels: they conflict
+    plain, projected = agem_step(model, agem, wrong)
+    assert plain @ g_ref < 0
+    expected = plain - (plain @ g_ref) / (g_ref @ g_ref) * g_ref
+    torch.testing.assert_close(projected, expected, rtol=1e-5, atol=1e-7)
+    assert projected @ g_ref >= -1e-6 * plain.norm() * g_ref.norm()
+
+    plain, kept = agem_step(model, agem, memory.select(torch.arange(20)))
+    assert plain @ g_ref >= 0 and torch.equal(kept, plain)
+
+
+def test_agem_keeps_patterns_per_exp_samples_of_each_task_and_remembers(fast_config, tmp_path):
+    naive = run_experiment(fast_config("scenario=domain"), tmp_path / "naive")
+    config = fast_config("strategy=agem", "strategy.patterns_per_exp=100", "scenario=domain")
+    agem = run_experiment(config, tmp_path / "agem")
+    memory = json.loads((tmp_path / "agem" / "results.json").read_text())["memory"]
+    assert memory == {
+        "capacity": 100,
+        "policy": "per_task",
+        "size": 500,
+        "per_task": {str(t): 100 for t in range(5)},
+    }
+    # the first task: naive forgets part of it, A-GEM's projections keep it
+    assert agem["acc_matrix"][-1][0] > naive["acc_matrix"][-1][0] + 0.05
+
+
+def test_der_loss_is_ce_plus_alpha_mse_of_stored_logits_plus_beta_ce(digits_stream):
+    """Buzzega et al. 2020, eq. 6, with the memory's draws replayed from a copy of the
+    strategy's generator: CE on the batch + alpha MSE(f(x'), z') + beta CE(f(x''), y'')."""
+    task = digits_stream.tasks[0]
+    torch.manual_seed(0)
+    model = build_model("mlp", (1, 8, 8), [10], hidden_sizes=[16])
+    der = DER(mem_size=30, replay_batch_size=8, alpha=0.3, beta=0.7)
+    data = Batch.of(task)
+    stored = torch.randn(30, 10)
+    der.memory.offer(data.select(torch.arange(30)), der.generator, stored)
+    assert torch.equal(der.memory.logits, stored)
+    batch = data.select(torch.arange(30, 46))
+    generator = torch.Generator()
+    generator.set_state(der.generator.get_state())
+    first, second = (torch.randint(30, (8,), generator=generator) for _ in range(2))
+
+    extended = der.rehearse(batch)
+    assert len(extended) == 16 + 8 + 8
+    logits = model(extended.x)
+    loss = der.loss(model, extended, None, logits, torch.tensor(float("nan")))
+    memory = data.select(torch.arange(30))
+    expected = (
+        F.cross_entropy(model(batch.x), batch.y)
+        + 0.3 * ((model(memory.x[first]) - stored[first]) ** 2).mean()
+        + 0.7 * F.cross_entropy(model(memory.x[second]), memory.y[second])
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert der.memory.offered == 46  # the batch was offered, with this step's logits
+
+
+def test_der_class_balanced_keeps_the_logits_of_the_model_at_the_tasks_end(fast_config):
+    config = fast_config("strategy=der", "strategy.policy=class_balanced")
+    seed_everything(0)
+    stream, model, strategy = build(config, torch.device("cpu"))
+    optimizer = make_optimizer(model.parameters(), OptimizerSettings(**config["optimizer"]))
+    settings, generator = train_settings(config), torch.Generator().manual_seed(0)
+    task = stream.tasks[0]
+    train_task(model, strategy, task, [task], optimizer, settings, generator, "class")
+    memory = strategy.memory
+    assert len(memory) == 200 and memory.logits.shape == (200, 10)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(memory.logits, model(memory.data.x))
+
+
+@pytest.mark.parametrize("scenario", ["class", "task"])
+def test_der_remembers_in_class_il_and_runs_with_masked_logits(fast_config, tmp_path, scenario):
+    """Class-IL: far above naive. Task-IL with seen_classes_only off, and class-IL with it on
+    (masked logits stored as -inf): every loss finite."""
+    naive = run_experiment(fast_config(f"scenario={scenario}"), tmp_path / "naive")
+    der = run_experiment(fast_config("strategy=der", f"scenario={scenario}"), tmp_path / "der")
+    assert der["diverged"] == [] and np.isfinite(der["train_loss"]).all()
+    if scenario == "class":
+        assert naive["metrics"]["acc"] < 0.25
+        assert der["metrics"]["acc"] > naive["metrics"]["acc"] + 0.5
+        masked = fast_config("strategy=der", "train.seen_classes_only=true")
+        masked = run_experiment(masked, tmp_path / "masked")
+        assert masked["diverged"] == [] and np.isfinite(masked["train_loss"]).all()
+        assert masked["metrics"]["acc"] > naive["metrics"]["acc"] + 0.3
+    else:
+        assert der["metrics"]["acc"] > 0.9

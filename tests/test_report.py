@@ -150,6 +150,40 @@ def test_report_figures_plot_the_means(sweep, tmp_path, drawn):
         assert (out / "figures" / f"split_digits_{stem}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+def test_a_swept_setting_gets_acc_and_forgetting_against_it(tmp_path, drawn):
+    """replay and der over mem_size 50/200/1000 (2 seeds each): one line per method, its
+    points the means over seeds, read off the saved figure; a table sweeping no numeric
+    setting, or two, has no such figure."""
+    root = tmp_path / "memory"
+    accs = {"replay": {50: 0.5, 200: 0.6, 1000: 0.8}, "der": {50: 0.6, 200: 0.7, 1000: 0.9}}
+    for strategy, by_size in accs.items():
+        for size, acc in by_size.items():
+            for seed, shift in ((0, -0.05), (1, 0.05)):
+                matrix = [[1.0, 0.0], [2 * (acc + shift) - 1.0, 1.0]]  # ACC = acc + shift
+                params = {"mem_size": size, "alpha": 0.2} if strategy == "der" else {}
+                params = {"mem_size": size, **params}
+                write_run(root / f"{strategy}{size}_{seed}", strategy, seed, matrix, params=params)
+    write_report([str(root)], tmp_path / "out")
+    acc, forgetting = drawn["split_digits_class_sweep"].axes
+    for strategy, by_size in accs.items():
+        (line,) = [line for line in acc.lines if line.get_label() == strategy]
+        assert line.get_xdata().tolist() == [50, 200, 1000]
+        assert line.get_ydata().tolist() == pytest.approx([100 * a for a in by_size.values()])
+    assert acc.get_xscale() == "log" and acc.get_xlabel() == "mem_size"
+    assert len(forgetting.lines) == 2
+    assert (tmp_path / "out" / "figures" / "split_digits_class_sweep.png").exists()
+    assert "against strategy.mem_size" in (tmp_path / "out" / "report.md").read_text()
+    drawn.clear()  # one value each: nothing is swept
+    write_report([str(root / "replay50_0"), str(root / "der50_0")], tmp_path / "one")
+    assert "split_digits_class_sweep" not in drawn
+    grid = tmp_path / "grid"  # two numeric settings swept: no one axis to draw against
+    for alpha, temperature in ((1, 1), (1, 2), (2, 1), (2, 2)):
+        params = {"alpha": alpha, "temperature": temperature}
+        write_run(grid / f"{alpha}_{temperature}", "lwf", 0, [[1, 0], [0.5, 1]], params=params)
+    write_report([str(grid)], tmp_path / "grid_report")
+    assert "split_digits_class_sweep" not in drawn
+
+
 def test_report_files(sweep, tmp_path):
     out = tmp_path / "out"
     write_report([str(sweep)], out)

@@ -41,6 +41,10 @@ RESUMED = {name: [f"strategy={name}"] for name in sorted(STRATEGIES)} | {
     "augmented": ["train.augment.crop_padding=1", "train.augment.noise_std=0.1"],
     "replay-class-balanced": ["strategy=replay", "strategy.policy=class_balanced"],
     "replay-task-il": ["strategy=replay", "scenario=task"],
+    "der-class-balanced": ["strategy=der", "strategy.policy=class_balanced"],
+    "der-task-il": ["strategy=der", "scenario=task"],
+    "agem-task-il": ["strategy=agem", "scenario=task"],
+    "si-task-il": ["strategy=si", "scenario=task"],
 }
 
 

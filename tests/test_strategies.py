@@ -1,8 +1,9 @@
-"""EWC, online EWC, LwF, L2 and weight decay against hand computations."""
+"""EWC, online EWC, LwF, L2, weight decay, SI and MAS against hand computations."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -16,7 +17,7 @@ from lab.errors import ConfigError
 from lab.experiment import run_experiment
 from lab.models import build_model
 from lab.optim import SGDW, OptimizerSettings, make_optimizer
-from lab.strategies import EWC, L2, LwF, build_strategy
+from lab.strategies import EWC, L2, MAS, SI, LwF, build_strategy
 from lab.strategies.base import Batch, penalised_parameters
 from lab.strategies.ewc import fisher_diagonal
 from lab.strategies.weight_decay import WeightDecay
@@ -214,6 +215,103 @@ def test_task_il_anchors_only_the_shared_backbone():
     assert "heads.0.weight" in penalised_parameters(small_model((10,)))
 
 
+def full_batch_sgd_steps(model, strategy, task, steps, lr):
+    """`steps` plain-SGD steps on the whole of `task` through the engine (one per epoch)."""
+    optimizer = make_optimizer(model.parameters(), OptimizerSettings("sgd", lr, 0.0))
+    settings = TrainSettings(epochs=steps, batch_size=len(task.train_y))
+    train_task(model, strategy, task, [task], optimizer, settings, torch.Generator(), "class")
+
+
+def test_si_importance_is_the_path_integral_over_the_squared_displacement(digits_stream):
+    """Two plain-SGD steps of lr on task 0: each step moves theta by -lr g, so the path
+    integral is omega = -(g1 (-lr g1) + g2 (-lr g2)) = lr (g1^2 + g2^2), the displacement
+    Delta = -lr (g1 + g2), and Omega = omega / (Delta^2 + xi) (Zenke et al., eq. 5)."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        task = digits_stream.tasks[0]
+        task = dataclasses.replace(task, train_x=task.train_x.double())
+        model, lr, xi = small_model(), 0.5, 1e-3
+        reference = copy.deepcopy(model)
+        names = list(penalised_parameters(model))
+
+        def gradient(m):
+            loss = F.cross_entropy(m(task.train_x), task.train_y)
+            return dict(zip(names, torch.autograd.grad(loss, list(m.parameters())), strict=True))
+
+        g1 = gradient(reference)
+        with torch.no_grad():
+            for n, p in reference.named_parameters():
+                p -= lr * g1[n]
+        g2 = gradient(reference)
+        si = SI(lambda_=1.0, eps=xi)
+        full_batch_sgd_steps(model, si, task, 2, lr)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    for n in names:
+        omega = lr * (g1[n].square() + g2[n].square())
+        expected = omega / (lr * (g1[n] + g2[n])).square().add(xi)
+        torch.testing.assert_close(si.importance[n], expected, rtol=1e-6, atol=1e-9)
+    assert float(si.importance["heads.0.bias"].max()) > 1e-3
+    # anchored at the weights the task ended with; the penalty is c sum Omega (theta - theta*)^2
+    for n, p in model.named_parameters():
+        assert torch.equal(si.anchor[n], p.detach())
+    with torch.no_grad():
+        model.heads[0].bias[1] += 0.3
+    penalty = si.loss(model, None, None, None, torch.tensor(0.0))
+    expected = float(si.importance["heads.0.bias"][1]) * 0.09
+    assert penalty.item() == pytest.approx(expected, rel=1e-5)
+
+
+def per_sample_sensitivity(model, x, names, head=None):
+    """Reference: 1/N sum_n |d ||f(x_n)||^2 / d theta|, one backward pass per sample."""
+    params = dict(model.named_parameters())
+    total = {n: torch.zeros_like(params[n]) for n in names}
+    model.eval()
+    for xi in x:
+        squared_norm = model(xi[None], head).square().sum()
+        grads = torch.autograd.grad(squared_norm, [params[n] for n in names])
+        for n, g in zip(names, grads, strict=True):
+            total[n] += g.abs()
+    return {n: t / len(x) for n, t in total.items()}
+
+
+@pytest.mark.parametrize("heads", [(10,), (2, 2, 2)])
+@pytest.mark.parametrize("name", ["mlp", "cnn"])  # closed form (linear) and vmap (conv)
+def test_mas_importance_is_the_mean_absolute_output_sensitivity(digits_stream, heads, name):
+    """After each task Omega <- alpha Omega + (1 - alpha) Omega_task (the first as it is),
+    Omega_task from a per-sample loop at the weights the task ended with."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = small_model(heads, name=name)
+        tasks = [
+            dataclasses.replace(t, train_x=t.train_x[:30].double(), train_y=t.train_y[:30] % 2)
+            for t in digits_stream.tasks[:2]
+        ]
+        mas = MAS(lambda_=1.0, alpha=0.3)
+        names = list(penalised_parameters(model))
+        head = (lambda t: t.id) if len(heads) > 1 else (lambda t: None)
+        mas.after_task(model, tasks[0], tasks[:1])
+        first = per_sample_sensitivity(model, tasks[0].train_x, names, head(tasks[0]))
+        perturb = {n: 0.1 * torch.randn_like(p) for n, p in model.named_parameters()}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p += perturb[n]
+        mas.after_task(model, tasks[1], tasks)
+        second = per_sample_sensitivity(model, tasks[1].train_x, names, head(tasks[1]))
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert set(mas.importance) == set(names)
+    for n in names:
+        torch.testing.assert_close(mas.importance[n], 0.3 * first[n] + 0.7 * second[n])
+        assert float(mas.importance[n].abs().max()) > 1e-6
+    # the penalty lambda sum Omega (theta - theta*)^2, anchored at the last task's end
+    with torch.no_grad():
+        dict(model.named_parameters())[names[0]].view(-1)[0] += 0.2
+    penalty = mas.loss(model, None, None, None, torch.tensor(0.0)).item()
+    expected = float(mas.importance[names[0]].view(-1)[0]) * 0.04
+    assert penalty == pytest.approx(expected, rel=1e-4)
+
+
 def kl_by_hand(new_logits, old_logits, T):
     """sum_c p_old (log p_old - log p_new), per sample, then the batch mean, times T^2."""
     total = 0.0
@@ -355,6 +453,11 @@ def test_bad_ewc_hyperparameters(params, message):
         ["strategy=weight_decay", "strategy.strength=0", "optimizer.weight_decay=0.1"],
         ["strategy=replay", "strategy.mem_size=0"],
         ["strategy=replay", "strategy.mem_size=0", "strategy.policy=class_balanced"],
+        ["strategy=si", "strategy.lambda=0"],
+        ["strategy=mas", "strategy.lambda=0"],
+        ["strategy=der", "strategy.mem_size=0"],
+        ["strategy=der", "strategy.mem_size=0", "strategy.policy=class_balanced"],
+        ["strategy=agem", "strategy.patterns_per_exp=0"],
     ],
 )
 @pytest.mark.parametrize("scenario", ["class", "task"])
@@ -367,7 +470,9 @@ def test_strength_zero_reproduces_naive_exactly(fast_config, tmp_path, overrides
     assert method["strategy"] != "naive"
 
 
-@pytest.mark.parametrize("strategy", ["ewc", "online_ewc", "lwf", "l2", "weight_decay"])
+@pytest.mark.parametrize(
+    "strategy", ["ewc", "online_ewc", "lwf", "l2", "weight_decay", "si", "mas", "der"]
+)
 def test_default_strengths_train_stably_on_digits(compose_cfg, tmp_path, strategy):
     """`lab-run benchmark=split_digits strategy=...` as a user types it, in every scenario:
     a default strength never makes training explode (EWC's general lambda=1000 does here,

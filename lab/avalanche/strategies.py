@@ -28,15 +28,35 @@ weight_decay Naive with the optimizer our strategy configures (coupled or decoup
 replay       Naive + ReplayPlugin(mem_size, batch_size_mem=replay_batch_size, storage_policy=
              ReservoirSamplingBuffer or ClassBalancedBuffer as policy says). Avalanche fills
              the buffer at the end of each experience, ours at every step (reservoir, as the
-             paper), so the first experience trains without replay there.
+             paper), so the first experience trains without replay there. With
+             policy=class_balanced both fill it at each task's end. Avalanche walks the
+             memory in epochs of batch_size_mem (200 in batches of 128: 128, then 72);
+             ours draws replay_batch_size samples at every step (the paper's).
+der          DER(mem_size, batch_size_mem=replay_batch_size, alpha, beta). Avalanche's DER is
+             our policy=class_balanced: its memory is class-balanced, refilled at each
+             experience's end with the logits of the model then (eval mode). The paper's
+             (policy=reservoir, logits from the step that trained on the sample) has no
+             Avalanche counterpart and runs as Avalanche's. Avalanche draws one memory batch
+             for both terms, ours two (the paper's), and it starts replaying once its memory
+             holds a batch. No task-IL: its DER asks the model for logits without task labels.
+agem         AGEMPlugin(patterns_per_exp, sample_size) (what AGEM adds to Naive). Its reference
+             sample takes sample_size / (tasks seen) from each task, ours sample_size
+             uniformly; in task-IL it leaves the old heads, which have no gradient from the
+             current batch, out of the projected update, ours projects the whole vector (the
+             paper's) so the old heads move along g_ref.
+si           Naive + SynapticIntelligencePlugin, si_lambda = 2 lambda (its penalty has a 1/2,
+             the paper's c has none), the same eps, the non-anchored parameters excluded,
+             and without the clip of every importance at 0.001 that Avalanche applies and
+             the paper does not (ExactSI).
+mas          Naive + MASPlugin(lambda_reg=lambda, alpha), with its importance computed one
+             sample at a time (PerSampleMAS): at its default batch it takes |mean gradient|
+             over a minibatch, not the paper's mean |per-sample gradient|. Avalanche computes
+             it in train mode, ours in eval mode: the same without dropout (the default).
 
 Strategies the lab engine does not implement (engine=avalanche only), with the paper's
 hyperparameter as Avalanche names it:
 
-si           SynapticIntelligence(si_lambda=lambda, eps)      Zenke et al. 2017
-mas          MAS(lambda_reg=lambda, alpha)                     Aljundi et al. 2018
 gem          GEM(patterns_per_exp, memory_strength)            Lopez-Paz & Ranzato 2017
-agem         AGEM(patterns_per_exp, sample_size)               Chaudhry et al. 2019
 """
 
 from __future__ import annotations
@@ -45,17 +65,17 @@ import warnings
 from typing import Any
 
 import torch
-from avalanche.training.plugins import EvaluationPlugin, EWCPlugin, ReplayPlugin, SupervisedPlugin
-from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
-from avalanche.training.supervised import (
-    AGEM,
-    GEM,
-    MAS,
-    Cumulative,
-    LwF,
-    Naive,
-    SynapticIntelligence,
+from avalanche.training.plugins import (
+    AGEMPlugin,
+    EvaluationPlugin,
+    EWCPlugin,
+    MASPlugin,
+    ReplayPlugin,
+    SupervisedPlugin,
+    SynapticIntelligencePlugin,
 )
+from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
+from avalanche.training.supervised import DER, GEM, Cumulative, LwF, Naive
 from avalanche.training.templates import SupervisedTemplate
 from avalanche.training.utils import zerolike_params_dict
 from torch import nn
@@ -84,6 +104,56 @@ class UnitImportance(EWCPlugin):
             if name in self.anchored:
                 importance.data.fill_(1.0)
         return importances
+
+
+class ExactSI(SynapticIntelligencePlugin):
+    """Avalanche's SI, without the clip of the importance at 0.001 (not in the paper), and
+    with real copies of the weights it compares: it keeps `param.detach().cpu().flatten()`,
+    a view of the parameter itself when it is on the CPU, so there every displacement it
+    measures is 0 (measured on Split digits: every importance 0, the penalty 0: naive)."""
+
+    def before_training_exp(self, strategy, **kwargs):
+        super().before_training_exp(strategy, **kwargs)
+        _copy(self.ewc_data[0])  # the task's starting weights, which anchor the penalty
+
+    def before_training_iteration(self, strategy, **kwargs):
+        super().before_training_iteration(strategy, **kwargs)
+        _copy(self.syn_data["old_theta"])
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.update_ewc_data(
+            strategy.model,
+            self.ewc_data,
+            self.syn_data,
+            float("inf"),
+            self.excluded_parameters,
+            1,
+            eps=self.eps,
+        )
+
+
+def _copy(weights: dict) -> None:
+    for data in weights.values():
+        data.data = data.data.clone()
+
+
+class PerSampleMAS(MASPlugin):
+    """Avalanche's MAS with its importance pass run one sample at a time: the paper's."""
+
+    def _get_importance(self, strategy):
+        return super()._get_importance(_OneAtATime(strategy))
+
+
+class _OneAtATime:
+    """A strategy as MASPlugin reads it, with a training batch of one sample."""
+
+    train_mb_size = 1
+
+    def __init__(self, strategy: SupervisedTemplate):
+        self._strategy = strategy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._strategy, name)
 
 
 def make_strategy(
@@ -139,9 +209,20 @@ def make_strategy(
         l2 = UnitImportance(params["lambda"] / 2, anchored)
         return Naive(**{**common, "plugins": [*plugins, l2]})
     if name == "si":
-        return SynapticIntelligence(si_lambda=params["lambda"], eps=params["eps"], **common)
+        excluded = [n for n, _ in model.named_parameters() if n not in anchored]
+        si = ExactSI(2 * params["lambda"], eps=params["eps"], excluded_parameters=excluded)
+        return Naive(**{**common, "plugins": [*plugins, si]})
     if name == "mas":
-        return MAS(lambda_reg=params["lambda"], alpha=params["alpha"], **common)
+        mas = PerSampleMAS(lambda_reg=params["lambda"], alpha=params["alpha"])
+        return Naive(**{**common, "plugins": [*plugins, mas]})
+    if name == "der":
+        return DER(
+            mem_size=params["mem_size"],
+            batch_size_mem=params["replay_batch_size"],
+            alpha=params["alpha"],
+            beta=params["beta"],
+            **common,
+        )
     if name == "replay":
         # Avalanche fills its buffers at the end of each experience (ours: reservoir at
         # every step, lab.strategies.replay); its default buffer balances experiences
@@ -160,7 +241,6 @@ def make_strategy(
             **common,
         )
     if name == "agem":
-        return AGEM(
-            patterns_per_exp=params["patterns_per_exp"], sample_size=params["sample_size"], **common
-        )
+        agem = AGEMPlugin(params["patterns_per_exp"], params["sample_size"])
+        return Naive(**{**common, "plugins": [*plugins, agem]})
     raise ValueError(f"no Avalanche strategy for {name!r}")  # lab.config rejects it first

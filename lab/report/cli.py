@@ -24,6 +24,8 @@ from lab.report.figures import (
     matrix_grid,
     method_colors,
     pretrain_tradeoff,
+    sweep_curves,
+    swept_key,
 )
 from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
 from lab.report.tables import Table, build_table, latex_table, markdown_table, write_csv
@@ -100,6 +102,9 @@ def _figures(table: Table, colors: dict, figures: Path) -> list[tuple[str, Path]
         made.append(("mean accuracy matrices", figures / f"{stem}_matrices.png"))
     forgetting_bars(groups, colors, figures / f"{stem}_forgetting", f"{title}: forgetting")
     made.append(("forgetting", figures / f"{stem}_forgetting.png"))
+    if key := swept_key(groups):
+        sweep_curves(groups, key, figures / f"{stem}_sweep", f"{title}: {key}")
+        made.append((f"ACC and forgetting against {key}", figures / f"{stem}_sweep.png"))
     if any(g.probed for g in groups):
         head_vs_probe(groups, colors, figures / f"{stem}_probes", f"{title}: head vs probe")
         made.append(("head vs linear probe", figures / f"{stem}_probes.png"))

@@ -255,3 +255,49 @@ def cka_drift(groups: list[Group], colors: dict[str, tuple], path: Path, title: 
         ax.set_xlabel("after training task")
         ax.set_ylim(-0.02, 1.02)
     return _save(_finish_grid(fig, axes, len(layers), "CKA with the start", title, 2), path)
+
+
+def swept_key(groups: list[Group]) -> str | None:
+    """The one numeric setting a table's groups sweep (e.g. strategy.mem_size), if one."""
+    keys = sorted({k for g in groups for k in g.settings})
+    swept = []
+    for key in keys:
+        values = [g.settings[key] for g in groups if key in g.settings]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if numeric and len(set(values)) > 1:
+            swept.append(key)
+    return swept[0] if len(swept) == 1 else None
+
+
+@_styled
+def sweep_curves(groups: list[Group], key: str, path: Path, title: str) -> list[Path]:
+    """Final ACC and forgetting against the swept setting `key`, mean ± std over seeds, one
+    line per method (the groups' labels without `key`)."""
+    short = key.removeprefix("strategy.")
+    lines: dict[str, list[Group]] = {}
+    for g in groups:
+        if key in g.settings:
+            name = g.label.replace(f" {short}={g.settings[key]}", "")
+            lines.setdefault(name, []).append(g)
+    colors = method_colors(lines)
+    values = [g.settings[key] for g in groups if key in g.settings]
+    fig, axes = _figure(FIGURE_WIDTH, 2.4, 1, 2)
+    for ax, metric, name in zip(axes[0], ("acc", "forgetting"), ("ACC", "forgetting"), strict=True):
+        for line, members in lines.items():
+            members = sorted(members, key=lambda g: g.settings[key])
+            x = [g.settings[key] for g in members]
+            runs = [100 * np.array(g.values(metric) or [np.nan]) for g in members]
+            mean = np.array([r.mean() for r in runs])
+            std = np.array([float(_std(r)) for r in runs])
+            ax.plot(x, mean, marker="o", color=colors[line], label=line)
+            ax.fill_between(x, mean - std, mean + std, color=colors[line], alpha=0.2, lw=0)
+        if min(values) > 0 and max(values) / min(values) >= 20:
+            ax.set_xscale("log")
+        ticks = sorted(set(values))
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel(short)
+        ax.set_ylabel(f"{name} (%)")
+    axes[0, 0].legend(frameon=False)
+    fig.suptitle(title)
+    return _save(fig, path)

@@ -6,17 +6,22 @@ import inspect
 import keyword
 
 from lab.errors import ConfigError
+from lab.strategies.agem import AGEM
 from lab.strategies.base import Batch, Strategy
+from lab.strategies.der import DER
 from lab.strategies.ewc import EWC, OnlineEWC
 from lab.strategies.joint import Joint
 from lab.strategies.l2 import L2
 from lab.strategies.lwf import LwF
+from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
 from lab.strategies.replay import Replay
+from lab.strategies.si import SI
 from lab.strategies.weight_decay import WeightDecay
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay)
+    cls.name: cls
+    for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS)
 }
 
 
@@ -46,7 +51,11 @@ def build_strategy(name: str, **params) -> Strategy:
 
 
 __all__ = [
+    "AGEM",
+    "DER",
     "EWC",
+    "MAS",
+    "SI",
     "L2",
     "Joint",
     "LwF",

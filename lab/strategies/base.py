@@ -10,7 +10,9 @@ The engine trains one task at a time:
         logits = model.classify(features, batch.task_ids)
         ce = cross_entropy(logits, batch.y)
         loss = strategy.loss(model, batch, features, logits, ce)   # the term a method adds
-        loss.backward(); optimizer.step()
+        loss.backward()
+        strategy.after_backward(model)                             # e.g. project the gradient
+        optimizer.step()
     strategy.after_task(model, task, seen)
 
 `seen` is the list of tasks up to and including the current one. The engine also asks
@@ -100,6 +102,10 @@ class Strategy:
         same forward pass, so a method can read other heads without another, differently
         dropped-out, forward)."""
         return ce
+
+    def after_backward(self, model: Classifier) -> None:
+        """Called between a step's backward pass and its optimizer step: the gradients are
+        in the parameters' .grad (A-GEM projects them; SI reads them)."""
 
     def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         """Called after training on `task`, before the evaluation."""

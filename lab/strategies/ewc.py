@@ -55,13 +55,20 @@ def _label_sets(probs: Tensor, y: Tensor, estimator: str, generator: torch.Gener
     return [(torch.full_like(y, c), probs[:, c]) for c in range(probs.shape[1])]
 
 
-def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fisher) -> None:
-    """Sum over the chunk of squared per-sample gradients of every nn.Linear in `linears`.
+def linear_layers(model: Classifier, names: list[str]) -> dict[str, torch.nn.Linear]:
+    """The nn.Linear modules holding any of the parameters `names`."""
+    return {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and {f"{name}.weight", f"{name}.bias"} & set(names)
+    }
 
-    For a linear layer z = W a + b the per-sample gradient is delta_n a_n^T, so
-    sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2) elementwise: one ordinary backward pass
-    gives every delta_n (samples do not interact), and no per-sample matrix is built.
-    """
+
+def linear_forward(
+    model: Classifier, x: Tensor, head: int | None, linears: dict[str, torch.nn.Linear]
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """The model's output on x (with its graph), and the input a_n (detached) and output
+    z_n of every layer in `linears`: what per-sample gradients delta_n a_n^T are made of."""
     inputs, outputs = {}, {}
 
     def keep(name):
@@ -73,10 +80,23 @@ def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fish
     handles = [m.register_forward_hook(keep(name)) for name, m in linears.items()]
     try:
         with torch.enable_grad():
-            log_probs = torch.log_softmax(model(x, head), dim=-1)
+            output = model(x, head)
     finally:
         for handle in handles:
             handle.remove()
+    return output, inputs, outputs
+
+
+def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fisher) -> None:
+    """Sum over the chunk of squared per-sample gradients of every nn.Linear in `linears`.
+
+    For a linear layer z = W a + b the per-sample gradient is delta_n a_n^T, so
+    sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2) elementwise: one ordinary backward pass
+    gives every delta_n (samples do not interact), and no per-sample matrix is built.
+    """
+    logits, inputs, outputs = linear_forward(model, x, head, linears)
+    with torch.enable_grad():
+        log_probs = torch.log_softmax(logits, dim=-1)
     for labels, weights in _label_sets(log_probs.detach().exp(), y, estimator, generator):
         with torch.enable_grad():
             log_likelihood = log_probs.gather(1, labels[:, None]).sum()
@@ -132,11 +152,7 @@ def fisher_diagonal(
     head = task_id if model.multi_head or task_id == SOURCE else None
     params = dict(model.named_parameters())
     fisher = {n: torch.zeros_like(params[n]) for n in names}
-    linears = {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and {f"{name}.weight", f"{name}.bias"} & set(names)
-    }
+    linears = linear_layers(model, names)
     covered = {f"{name}.{p}" for name in linears for p in ("weight", "bias")}
     others = [n for n in names if n not in covered]
     was_training = model.training

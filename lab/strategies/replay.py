@@ -19,10 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from lab.data import Task
-from lab.errors import ConfigError
 from lab.models import Classifier
 from lab.strategies.base import Batch, Strategy
-from lab.strategies.memory import POLICIES, Memory
+from lab.strategies.memory import Memory, check_rehearsal
 
 
 class Replay(Strategy):
@@ -31,19 +30,7 @@ class Replay(Strategy):
     def __init__(
         self, mem_size: int = 200, replay_batch_size: int | None = None, policy: str = "reservoir"
     ):
-        if not isinstance(mem_size, int) or isinstance(mem_size, bool) or mem_size < 0:
-            raise ConfigError(f"strategy.mem_size={mem_size!r} is invalid; valid: an integer >= 0")
-        if replay_batch_size is not None and (
-            not isinstance(replay_batch_size, int) or replay_batch_size < 1
-        ):
-            raise ConfigError(
-                f"strategy.replay_batch_size={replay_batch_size!r} is invalid; valid: an "
-                "integer >= 1, or null (train.batch_size)"
-            )
-        if policy not in POLICIES:
-            raise ConfigError(
-                f"strategy.policy={policy!r} is invalid; valid: {', '.join(POLICIES)}"
-            )
+        check_rehearsal(mem_size, replay_batch_size, policy)
         self.replay_batch_size = replay_batch_size
         self.memory = Memory(mem_size, policy)
 
