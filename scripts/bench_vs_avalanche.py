@@ -4,8 +4,9 @@
     python scripts/bench_vs_avalanche.py --profile   # where the lab's naive step goes
 
 Split Fashion-MNIST (5 tasks of 2 classes), class-IL, MLP 2x400, SGD (lr 0.01, momentum
-0.9), batch 128, 1 epoch per task; naive, EWC (its Fisher included) and LwF, each through
-engine=lab and engine=avalanche from the same initial weights. Prints per strategy and
+0.9), batch 128, 1 epoch per task; naive, EWC (its Fisher included), LwF, SI, MAS,
+experience replay, DER++ and A-GEM at their defaults, each through engine=lab and
+engine=avalanche from the same initial weights (`--strategies` picks some). Prints per strategy and
 engine the median over repeats of the training time (all tasks, EWC's Fisher included),
 the total time of the run (data on the device, training, evaluation after every task,
 results files), the peak memory above the process's baseline (RSS sampled every 5 ms on
@@ -14,7 +15,9 @@ the CPU; torch's peak allocation on a GPU) and the final ACC, then our speed-up.
 engine=avalanche's EWC computes its importances one sample at a time, which makes them
 our empirical Fisher (lab.avalanche.strategies). The row "ewc, Avalanche's own Fisher"
 times Avalanche's EWC as shipped (importances from minibatches of 128, a different
-estimator: its ACC is not comparable), so the speed-up is also shown against that.
+estimator: its ACC is not comparable), so the speed-up is also shown against that. The
+same holds for MAS, whose importance engine=avalanche computes one sample at a time (the
+paper's): "mas, Avalanche's own importance" times its minibatch estimate.
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from contextlib import contextmanager
 
 import psutil
 import torch
-from avalanche.training.plugins import EWCPlugin
+from avalanche.training.plugins import EWCPlugin, MASPlugin
 from hydra import compose, initialize_config_dir
 
-from lab.avalanche.strategies import EmpiricalFisher
+from lab.avalanche.strategies import EmpiricalFisher, PerSampleMAS
 from lab.config import validate
 from lab.engine import train_task
 from lab.experiment import build, run_experiment, seed_everything, train_settings
@@ -50,7 +53,16 @@ SETTINGS = [
     "logger=none",
     "progress=false",
 ]
-STRATEGIES = {"naive": [], "ewc": ["strategy.lambda=100"], "lwf": []}
+STRATEGIES = {
+    "naive": [],
+    "ewc": ["strategy.lambda=100"],
+    "lwf": [],
+    "si": [],
+    "mas": [],
+    "replay": [],
+    "der": [],
+    "agem": [],
+}
 
 
 @contextmanager
@@ -80,14 +92,21 @@ def peak_memory(device: torch.device):
 
 
 @contextmanager
-def avalanche_own_fisher():
-    """Avalanche's EWC importances as shipped: from minibatches of train_mb_size."""
-    ours = EmpiricalFisher.compute_importances
-    EmpiricalFisher.compute_importances = EWCPlugin.compute_importances
+def avalanche_own_importance(plugin: type, method: str, shipped: type):
+    """Avalanche's importances as shipped (from minibatches of train_mb_size) in place
+    of the per-sample ones engine=avalanche maps ours onto."""
+    ours = getattr(plugin, method)
+    setattr(plugin, method, getattr(shipped, method))
     try:
         yield
     finally:
-        EmpiricalFisher.compute_importances = ours
+        setattr(plugin, method, ours)
+
+
+OWN_IMPORTANCE = {  # strategy: (the row's name, what makes Avalanche's as shipped)
+    "ewc": ("Fisher", (EmpiricalFisher, "compute_importances", EWCPlugin)),
+    "mas": ("importance", (PerSampleMAS, "_get_importance", MASPlugin)),
+}
 
 
 def make_config(overrides: list[str], device: str) -> dict:
@@ -148,6 +167,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--profile", action="store_true", help="profile the lab's naive step")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     args = parser.parse_args()
     logging.disable(logging.INFO)
     if args.profile:
@@ -155,7 +175,8 @@ def main() -> None:
         return
     measure(["strategy=naive", "benchmark.num_tasks=2"], args.device)  # warm-up: data, imports
     rows = []
-    for name, overrides in STRATEGIES.items():
+    for name in args.strategies:
+        overrides = STRATEGIES[name]
         variants = [("lab", ["engine=lab"]), ("avalanche", ["engine=avalanche"])]
         for engine, engine_overrides in variants:
             runs = [
@@ -163,13 +184,14 @@ def main() -> None:
                 for _ in range(args.repeats)
             ]
             rows.append((name, engine, median_of(runs)))
-        if name == "ewc":
-            with avalanche_own_fisher():
+        if name in OWN_IMPORTANCE:
+            what, swap = OWN_IMPORTANCE[name]
+            with avalanche_own_importance(*swap):
                 runs = [
                     measure([f"strategy={name}", *overrides, "engine=avalanche"], args.device)
                     for _ in range(args.repeats)
                 ]
-            rows.append((name, "avalanche, own Fisher", median_of(runs)))
+            rows.append((name, f"avalanche, own {what}", median_of(runs)))
 
     threads = torch.get_num_threads()
     print(

@@ -32,7 +32,10 @@ from lab.report.stats import describe
 from lab.run import config_dir
 
 SCENARIOS = ("task", "domain", "class")
-METHODS = ("naive", "joint", "ewc", "online_ewc", "lwf", "l2", "weight_decay")
+METHODS = (
+    *("naive", "joint", "ewc", "online_ewc", "lwf", "l2", "weight_decay"),
+    *("si", "mas", "replay", "der", "agem"),
+)
 SEARCH_SEED = 100
 GRIDS = {
     "ewc": ("lambda", [1, 10, 100, 1e3, 1e4, 1e5, 1e6]),
@@ -40,7 +43,12 @@ GRIDS = {
     "lwf": ("alpha", [0.5, 1, 2, 4, 8]),
     "l2": ("lambda", [0.01, 0.1, 1, 10, 100]),
     "weight_decay": ("strength", [1e-4, 1e-3, 1e-2, 3e-2, 1e-1]),
+    "si": ("lambda", [0.01, 0.1, 1, 10, 100]),
+    "mas": ("lambda", [0.1, 1, 10, 100, 1000]),
+    "der": ("alpha", [0.05, 0.1, 0.2, 0.5, 1]),
 }
+# what the stability table names for the methods without a strength: their memory
+MEMORY = {"replay": "mem_size", "agem": "patterns_per_exp"}
 
 
 def run_one(job: tuple[list[str], str]) -> dict:
@@ -68,10 +76,11 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * cell.mean:5.1f}{spread}"
 
 
-def search(out: Path, workers: int) -> None:
+def search(out: Path, workers: int, methods: list[str]) -> None:
+    grids = {m: GRIDS[m] for m in methods if m in GRIDS}
     jobs, keys = [], []
     for scenario in SCENARIOS:
-        for method, (name, values) in GRIDS.items():
+        for method, (name, values) in grids.items():
             for value in values:
                 overrides = [f"strategy={method}", f"strategy.{name}={value}"]
                 overrides += [f"scenario={scenario}", f"seed={SEARCH_SEED}"]
@@ -81,7 +90,7 @@ def search(out: Path, workers: int) -> None:
     print(f"\nstrength search on seed {SEARCH_SEED}: final ACC (%) for each value")
     for scenario in SCENARIOS:
         print(f"\n{scenario}-IL")
-        for method, (name, _) in GRIDS.items():
+        for method, (name, _) in grids.items():
             accs = {
                 v: r["metrics"]["acc"]
                 for k, r in zip(keys, results, strict=True)
@@ -93,10 +102,10 @@ def search(out: Path, workers: int) -> None:
             print(f"  {method:13s} {name:9s} {cells}   best {best:g}")
 
 
-def table(out: Path, workers: int, seeds: list[int]) -> None:
+def table(out: Path, workers: int, seeds: list[int], methods: list[str]) -> None:
     jobs, keys = [], []
     for scenario in SCENARIOS:
-        for method in METHODS:
+        for method in methods:
             for seed in seeds:
                 overrides = [f"strategy={method}", f"scenario={scenario}", f"seed={seed}"]
                 jobs.append((overrides, str(out / "table" / scenario / method / str(seed))))
@@ -105,7 +114,7 @@ def table(out: Path, workers: int, seeds: list[int]) -> None:
     print(f"\nSplit Fashion-MNIST, 5 tasks, MLP 2x400; mean ± std over seeds {seeds} (%)\n")
     print(f"| method | {' | '.join(f'{s}-IL ACC | {s}-IL forgetting' for s in SCENARIOS)} |")
     print("|---|" + "---|" * (2 * len(SCENARIOS)))
-    for method in METHODS:
+    for method in methods:
         cells = []
         for scenario in SCENARIOS:
             runs = [r for k, r in zip(keys, results, strict=True) if k == (scenario, method)]
@@ -138,7 +147,7 @@ def stability(
     unstable = 0
     for benchmark in benchmarks:
         for method in methods:
-            name = GRIDS[method][0]
+            name = MEMORY.get(method) or GRIDS[method][0]
             cells, strength = [], None
             for scenario in SCENARIOS:
                 runs = [
@@ -165,14 +174,18 @@ def main() -> None:
     parser.add_argument(
         "--benchmarks", nargs="+", default=list(STABILITY_BENCHMARKS), help="stability only"
     )
-    parser.add_argument("--methods", nargs="+", default=list(GRIDS), help="stability only")
+    parser.add_argument(
+        "--methods", nargs="+", help="default: every method (table), every grid (search, stability)"
+    )
     args = parser.parse_args()
+    if args.methods is None:
+        args.methods = list(METHODS) if args.mode == "table" else list(GRIDS)
     if args.mode == "search":
-        search(args.out, args.jobs)
+        search(args.out, args.jobs, args.methods)
     elif args.mode == "stability":
         stability(args.out, args.jobs, args.seeds, args.benchmarks, args.methods)
     else:
-        table(args.out, args.jobs, args.seeds)
+        table(args.out, args.jobs, args.seeds, args.methods)
 
 
 if __name__ == "__main__":
