@@ -18,7 +18,7 @@ from lab.errors import ConfigError
 from lab.experiment import build, run_experiment, seed_everything
 from lab.models import SOURCE, build_model
 from lab.optim import OptimizerSettings, make_optimizer
-from lab.strategies import Strategy
+from lab.strategies import STRATEGIES, Strategy
 from lab.strategies.base import penalised_parameters
 from lab.strategies.ewc import fisher_diagonal
 
@@ -208,6 +208,26 @@ def naive_in(tmp_path_factory):
         return runs[mode]
 
     return run
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_runs_after_a_source_with_unfreezing_and_augmentation(
+    fast_config, tmp_path, strategy
+):
+    """The source counts as a task before the stream (a strategy's after_task sees it
+    without having watched it train: SI once failed there), the backbone unfreezes
+    progressively, every batch is augmented."""
+    config = fast_config(
+        *PRETRAINED,
+        "finetune.unfreeze_every=1",
+        "train.augment.noise_std=0.1",
+        "train.epochs=2",
+        f"strategy={strategy}",
+    )
+    results = run_experiment(config, tmp_path)
+    assert results["status"] == "complete" and results["diverged"] == []
+    assert len(results["acc_matrix"]) == 2 and len(results["pretrain"]["acc"]) == 2
+    assert results["metrics"]["acc"] > 0.8  # task-IL on digits 5-9
 
 
 @pytest.mark.parametrize(

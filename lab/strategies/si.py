@@ -16,8 +16,10 @@ and while training the next task the loss gets the surrogate
     c * sum_k Omega_k (theta_k - theta*_k)^2
 
 anchored at the weights theta* at the end of the previous task (`lambda` is the paper's c;
-c=0 is naive fine-tuning). g is the gradient of the whole loss, surrogate included, as
-in Avalanche and van de Ven's code. Heads as in EWC (base.penalised_parameters).
+c=0 is naive fine-tuning). A pre-training source, whose path SI did not watch, moves the
+anchor to its weights and adds no importance. g is the gradient of the whole loss,
+surrogate included, as in Avalanche and van de Ven's code. Heads as in EWC
+(base.penalised_parameters).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ class SI(Anchored):
         self._integrate(model)
         weights = {n: p.detach().clone() for n, p in penalised_parameters(model).items()}
         for n, theta in weights.items():
-            omega = self._omega.get(n, torch.zeros_like(theta))
-            contribution = omega / ((theta - self._start[n]).square() + self.eps)
-            self.importance[n] = self.importance.get(n, 0.0) + contribution
+            importance = self.importance.setdefault(n, torch.zeros_like(theta))
+            if n in self._omega:  # trained in a task SI watched (not a pre-training source)
+                importance += self._omega[n] / ((theta - self._start[n]).square() + self.eps)
         self.anchor = weights
+        self._start, self._omega = {}, {}
