@@ -67,6 +67,8 @@ def test_interrupted_run_resumes_to_the_same_matrix(fast_config, tmp_path, monke
     assert resumed["status"] == "complete"
     assert resumed["acc_matrix"] == uninterrupted["acc_matrix"]
     assert resumed["acc_matrix"][:2] == saved["acc_matrix"]
+    assert resumed["timing"]["tasks"][:2] == saved["timing"]["tasks"]  # the cut run's, kept
+    assert len(resumed["timing"]["tasks"]) == 5
 
 
 def test_complete_run_is_skipped_and_checkpoint_kept_on_request(fast_config, tmp_path):

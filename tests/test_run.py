@@ -61,7 +61,12 @@ def test_digits_run_writes_the_run_directory_contract(tmp_path):
     final = results["acc_matrix"][-1]
     assert results["metrics"]["acc"] == pytest.approx(sum(final) / 5)
     assert results["config"]["train"]["epochs"] == 10
-    assert set(results["timing"]) == {"total_s", "train_s", "eval_s", "started_at", "finished_at"}
+    timing = results["timing"]
+    assert set(timing) == {"total_s", "train_s", "eval_s", "tasks", "started_at", "finished_at"}
+    # one entry per task, which the totals add up (the accuracy before training aside)
+    assert len(timing["tasks"]) == 5 and all(t["train_s"] > 0 for t in timing["tasks"])
+    assert sum(t["train_s"] for t in timing["tasks"]) == pytest.approx(timing["train_s"])
+    assert sum(t["eval_s"] for t in timing["tasks"]) < timing["eval_s"]
     assert set(results["versions"]) == {"lab", "torch", "python"}
     with open(run_dir / "acc_matrix.csv") as f:
         rows = list(csv.reader(f))

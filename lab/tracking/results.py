@@ -76,6 +76,7 @@ class RunResults:
                 "total_s": 0.0,
                 "train_s": 0.0,
                 "eval_s": 0.0,
+                "tasks": [],  # per task: its training and its evaluation after it
                 "started_at": time.time(),  # unix time, kept across a resume
                 "finished_at": None,
             },
@@ -152,8 +153,11 @@ class RunResults:
             source = self.data["pretrain"]
             source["acc"].append(source_acc)
             source["metrics"] = source_metrics(source["init_acc"], source["acc"])
-        self.data["timing"]["train_s"] += train_s
-        self.data["timing"]["eval_s"] += eval_s
+        timing = self.data["timing"]
+        timing["train_s"] += train_s
+        timing["eval_s"] += eval_s
+        # setdefault: a run resumed from a results.json written before timing.tasks
+        timing.setdefault("tasks", []).append({"train_s": train_s, "eval_s": eval_s})
         self.save()
 
     def finish(self, status: str, total_s: float, error: str | None = None) -> None:

@@ -1,0 +1,86 @@
+"""Peak memory and time of a stream against its number of tasks (issue 17's measure).
+
+    python scripts/bench_long_stream.py [--tasks 2 10 50] [--strategy ewc] [-- OVERRIDES]
+
+Runs `lab-run benchmark=permuted_fmnist scenario=domain strategy=ewc train.epochs=1
+logger=none benchmark.num_tasks=N` for each N as a whole process, samples the resident
+memory of the process every 20 ms, and prints per N the peak RSS, the wall time, the
+training and evaluation time of the first and last task (results.json's timing.tasks),
+and the peak RSS over the smallest N's. Target: the 50-task peak at most 1.3x the
+2-task one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+
+def run(tasks: int, strategy: str, extra: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as run_dir:
+        command = [
+            "lab-run",
+            "benchmark=permuted_fmnist",
+            "scenario=domain",
+            f"strategy={strategy}",
+            "train.epochs=1",
+            "logger=none",
+            "progress=false",
+            f"benchmark.num_tasks={tasks}",
+            f"hydra.run.dir={run_dir}",
+            *extra,
+        ]
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        watched, peak = psutil.Process(process.pid), 0
+        while process.poll() is None:
+            try:
+                peak = max(peak, watched.memory_info().rss)
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        if process.returncode != 0:
+            raise SystemExit(process.stderr.read().decode()[-2000:])
+        results = json.loads((Path(run_dir) / "results.json").read_text())
+    per_task = results["timing"]["tasks"]
+    return {
+        "tasks": tasks,
+        "peak_gb": peak / 2**30,
+        "wall_s": wall,
+        "first": per_task[0],
+        "last": per_task[-1],
+        "acc": results["metrics"]["acc"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[2, 10, 50])
+    parser.add_argument("--strategy", default="ewc")
+    parser.add_argument("overrides", nargs="*", help="more lab-run overrides")
+    args = parser.parse_args()
+    rows = [run(n, args.strategy, args.overrides) for n in sorted(args.tasks)]
+    base = rows[0]["peak_gb"]
+    print(f"permuted Fashion-MNIST, domain-IL, {args.strategy}, 1 epoch per task, logger=none")
+    print(
+        "| tasks | peak RSS GB | x smallest | wall s | train s (first / last task) "
+        "| eval s (first / last task) | final ACC % |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['tasks']} | {r['peak_gb']:.2f} | {r['peak_gb'] / base:.2f} | {r['wall_s']:.1f} "
+            f"| {r['first']['train_s']:.2f} / {r['last']['train_s']:.2f} "
+            f"| {r['first']['eval_s']:.2f} / {r['last']['eval_s']:.2f} | {100 * r['acc']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
