@@ -184,6 +184,7 @@ LOGGER = {
         "tags": string_list,
     },
 }
+EVAL = {"samples_per_task": integer(minimum=1, optional=True)}
 ANALYSIS = {
     "probe": boolean,
     "probe_samples": integer(minimum=1, optional=True),
@@ -207,6 +208,7 @@ GROUPS = (
     "finetune",
     "logger",
     "train",
+    "eval",
     "analysis",
     "data",
 )
@@ -452,6 +454,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # with engine=avalanche (which builds Avalanche's own)
         build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
     _check_engine(config)
+    _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], {"root": string})
     logger = _check_group_name("logger", config["logger"], LOGGERS)

@@ -24,7 +24,7 @@ from lab import finetune as ft
 from lab.analysis import Analysis, build_analysis
 from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
-from lab.data import Dataset, Stream, build_stream, load_dataset
+from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError, LabError
 from lab.models import Classifier, build_model
@@ -57,7 +57,7 @@ def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Strea
     """The benchmark's stream, cut from `dataset` (loaded here when not given)."""
     b = config["benchmark"]
     dataset = dataset or load_dataset(b["dataset"], config["data"]["root"])
-    return build_stream(
+    stream = build_stream(
         dataset,
         stream=b["stream"],
         scenario=config["scenario"],
@@ -69,6 +69,10 @@ def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Strea
         angles=b.get("angles"),
         standardize=b["standardize"],
     )
+    samples = config["eval"]["samples_per_task"]
+    if samples is not None:
+        stream.tasks = [subsample_test_set(task, samples, config["seed"]) for task in stream.tasks]
+    return stream
 
 
 def build(

@@ -121,3 +121,35 @@ def test_identity_first_from_the_config(fast_config, digits, identity_first):
     pixels = first.train_x.flatten(1).sort(1).values  # a permutation only moves pixels
     assert torch.equal(pixels, digits.train_x.flatten(1).sort(1).values)
     assert first.description == ("identity" if identity_first else "permutation 0")
+
+
+def test_eval_samples_per_task_measures_the_matrix_on_a_fixed_seeded_subset(fast_config, tmp_path):
+    """eval.samples_per_task=50: every task is evaluated on 50 of its test samples, the
+    same ones for every strategy of a seed (equal accuracies before training), others for
+    another seed; results.json and the report say so."""
+    import json
+
+    from lab.errors import ConfigError
+    from lab.experiment import run_experiment
+    from lab.report import write_report
+
+    naive = run_experiment(fast_config("eval.samples_per_task=50"), tmp_path / "naive")
+    ewc = run_experiment(fast_config("eval.samples_per_task=50", "strategy=ewc"), tmp_path / "ewc")
+    saved = json.loads((tmp_path / "naive" / "results.json").read_text())
+    assert [t["test_samples"] for t in saved["tasks"]] == [50] * 5
+    assert all(round(50 * a, 6) == round(50 * a) for row in naive["acc_matrix"] for a in row)
+    assert naive["init_acc"] == ewc["init_acc"]
+    full = make_stream(fast_config())
+    for seed in (0, 1):
+        subset = make_stream(fast_config("eval.samples_per_task=50", f"seed={seed}"))
+        for task, whole in zip(subset.tasks, full.tasks, strict=True):
+            # a subset of the task's own test samples, in their order
+            rows = [(whole.test_x == x).all(dim=(1, 2, 3)).nonzero().item() for x in task.test_x]
+            assert rows == sorted(rows) and len(set(rows)) == 50
+        if seed == 0:
+            first = rows
+    assert rows != first  # another seed, other samples
+    write_report([str(tmp_path)], tmp_path / "report")
+    assert "on 50 test samples per task" in (tmp_path / "report" / "report.md").read_text()
+    with pytest.raises(ConfigError, match=r"eval.samples_per_task=0 is invalid"):
+        fast_config("eval.samples_per_task=0")

@@ -1,7 +1,7 @@
 """Datasets (tensors in memory) and the task streams built from them."""
 
 from lab.data.datasets import Dataset, load_dataset
-from lab.data.streams import SCENARIOS, STREAMS, Stream, Task, build_stream
+from lab.data.streams import SCENARIOS, STREAMS, Stream, Task, build_stream, subsample_test_set
 
 __all__ = [
     "SCENARIOS",
@@ -10,5 +10,6 @@ __all__ = [
     "Stream",
     "Task",
     "build_stream",
+    "subsample_test_set",
     "load_dataset",
 ]

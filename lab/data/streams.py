@@ -15,6 +15,7 @@ All targets are computed once, here, not per batch.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +59,17 @@ class Stream:
     head_sizes: list[int]  # one entry per output head (task-IL: one per task)
     scenario: str
     source: Task | None = None  # the pre-training source, if any (lab.pretrain)
+
+
+def subsample_test_set(task: Task, samples: int, seed: int) -> Task:
+    """`task` evaluated on `samples` of its test samples, a uniform draw fixed by `seed`
+    and the task's id (so every strategy of a seed sees the same ones), in their order."""
+    if samples >= len(task.test_y):
+        return task
+    generator = torch.Generator().manual_seed(seed * 100_003 + task.id)
+    keep = torch.randperm(len(task.test_y), generator=generator)[:samples].sort().values
+    keep = keep.to(task.test_y.device)
+    return dataclasses.replace(task, test_x=task.test_x[keep], test_y=task.test_y[keep])
 
 
 def split_classes(classes: list[int], num_tasks: int) -> list[list[int]]:

@@ -136,6 +136,11 @@ def _cells(table: Table, group: Group, latex: bool, ci: bool) -> list[str]:
 def notes(table: Table, ci: bool) -> str:
     """What the table shows and how its marks were tested, as one paragraph (plain text)."""
     text = "Mean ± std over seeds (sample std; the mean alone for one seed), in %"
+    subsets = sorted({n for g in table.groups if (n := g.settings.get("eval.samples_per_task"))})
+    if subsets:  # lab-run eval.samples_per_task: not the whole test sets
+        text += (
+            f", on {' or '.join(map(str, subsets))} test samples per task (eval.samples_per_task)"
+        )
     if ci:
         text += f"; [ ] the {LEVEL:.0%} confidence interval of the mean (Student t)"
     text += "."
