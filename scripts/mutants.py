@@ -111,6 +111,22 @@ MUTANTS = [
         ],
     ),
     Mutant(
+        "eval-subset-ignores-seed",
+        "lab/data/streams.py",
+        "generator = torch.Generator().manual_seed(seed * 100_003 + task.id)",
+        "generator = torch.Generator().manual_seed(task.id)",
+        ["tests/test_streams.py"],
+    ),
+    Mutant(
+        "heatmap-numbers-on-long-streams",
+        "lab/tracking/heatmap.py",
+        "    return num_tasks <= ANNOTATED",
+        "    return True",
+        [
+            "tests/test_report.py::test_long_streams_get_heatmaps_without_cell_numbers_and_with_a_colour_bar"
+        ],
+    ),
+    Mutant(
         "agem-never-projects",
         "lab/strategies/agem.py",
         "if not dot < 0:",

@@ -522,3 +522,43 @@ def test_probe_columns_and_figures_by_hand(tmp_path, drawn):
         r for r in csv.DictReader((tmp_path / "out" / "table.csv").open()) if r["kind"] == "mean"
     ]
     assert float(rows[0]["probe_acc"]) == pytest.approx(0.8)
+
+
+def test_long_streams_get_heatmaps_without_cell_numbers_and_with_a_colour_bar(tmp_path, drawn):
+    """Up to 20 tasks every cell of a matrix is written out; a 50-task matrix gets a colour
+    bar and every third task's tick instead (its 2,550 numbers would be unreadable): the
+    report's mean matrices and a run's acc_matrix.png alike; and the per-task panels an
+    aggregate form."""
+    from lab.tracking.heatmap import acc_matrix_figure
+
+    n = 50
+    matrix = np.tril(np.full((n, n), 0.5)) + np.eye(n) * 0.4
+    for seed in (0, 1):
+        path = tmp_path / "long" / str(seed)
+        write_run(path, "naive", seed, [[0.9, 0.0], [0.5, 1.0]])
+        results = json.loads((path / "results.json").read_text())
+        results["tasks"] = [{"id": t, "classes": [0, 1], "description": f"p{t}"} for t in range(n)]
+        results.update(acc_matrix=matrix.tolist(), init_acc=[0.1] * n)
+        results["metrics"] = accuracy_metrics(results["acc_matrix"], results["init_acc"])
+        (path / "results.json").write_text(json.dumps(results))
+    write_report([str(tmp_path / "long")], tmp_path / "out")
+    grid = drawn["split_digits_class_matrices"]
+    panel, colour_bar = grid.axes[0], grid.axes[-1]
+    assert len(panel.texts) == 0 and len(grid.axes) == 2
+    assert colour_bar.get_ylabel() == "accuracy (%)"
+    assert len(panel.get_xticks()) == 17  # tasks 0, 3, ..., 48
+
+    # and the per-task panels give way to their aggregate: after task i, the mean accuracy
+    # on tasks 0..i (here (0.5 i + 0.9) / (i + 1)), and task 0's (0.9, then 0.5)
+    seen, first = drawn["split_digits_class_accuracy"].axes
+    (line,) = seen.lines
+    expected = [100 * (0.5 * i + 0.9) / (i + 1) for i in range(n)]
+    assert line.get_ydata() == pytest.approx(expected)
+    assert first.lines[0].get_ydata() == pytest.approx([90.0] + [50.0] * (n - 1))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "mean accuracy on the tasks seen, and on task 0" in report
+
+    run = acc_matrix_figure(matrix.tolist(), [0.1] * n, [f"T{t}" for t in range(n)])
+    assert len(run.axes[0].texts) == 0 and len(run.axes) == 2
+    short = acc_matrix_figure(matrix[:5, :5].tolist(), [0.1] * 5, [f"T{t}" for t in range(5)])
+    assert len(short.axes[0].texts) == 6 * 5 and len(short.axes) == 1

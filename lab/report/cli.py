@@ -29,6 +29,7 @@ from lab.report.figures import (
 )
 from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
 from lab.report.tables import Table, build_table, latex_table, markdown_table, write_csv
+from lab.tracking.heatmap import ANNOTATED
 
 DEFAULT_BASELINE = "naive"
 
@@ -97,7 +98,9 @@ def _figures(table: Table, colors: dict, figures: Path) -> list[tuple[str, Path]
     made = []
     if _same_shape(groups):
         accuracy_curves(groups, colors, figures / f"{stem}_accuracy", title)
-        made.append(("accuracy on each task", figures / f"{stem}_accuracy.png"))
+        long = groups[0].matrices().shape[2] > ANNOTATED  # drawn in the aggregate form
+        caption = "mean accuracy on the tasks seen, and on task 0" if long else None
+        made.append((caption or "accuracy on each task", figures / f"{stem}_accuracy.png"))
         matrix_grid(groups, colors, figures / f"{stem}_matrices", f"{title}: mean matrices")
         made.append(("mean accuracy matrices", figures / f"{stem}_matrices.png"))
     forgetting_bars(groups, colors, figures / f"{stem}_forgetting", f"{title}: forgetting")

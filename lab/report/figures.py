@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lab.report.runs import Group  # noqa: E402
-from lab.tracking.heatmap import draw_acc_matrix  # noqa: E402
+from lab.tracking.heatmap import annotated, draw_acc_matrix  # noqa: E402
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper
 FIGURE_WIDTH = 5.2  # inches, at most
@@ -87,8 +87,11 @@ def accuracy_curves(
     groups: list[Group], colors: dict[str, tuple], path: Path, title: str
 ) -> list[Path]:
     """One panel per task: its accuracy as the tasks are learned, one line per method,
-    a band of ± one std over seeds. The legend takes the panel after the last task."""
+    a band of ± one std over seeds. The legend takes the panel after the last task. Past
+    ANNOTATED tasks, the aggregate form (seen_tasks_curves) instead."""
     num_tasks = groups[0].matrices().shape[2]
+    if not annotated(num_tasks):
+        return seen_tasks_curves(groups, colors, path, title)
     cols = min(num_tasks + 1, 2)
     rows = math.ceil((num_tasks + 1) / cols)
     fig, axes = _figure(FIGURE_WIDTH, 1.6 * rows + 0.4, rows, cols, sharey=True)
@@ -118,6 +121,33 @@ def accuracy_curves(
     return _save(fig, path)
 
 
+def seen_tasks_curves(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
+    """A long stream's accuracy as it is learned, in two panels: after task i, the mean
+    accuracy on tasks 0..i (ACC so far), and the accuracy on task 0; one line per method,
+    a band of ± one std over seeds."""
+    fig, axes = _figure(FIGURE_WIDTH, 2.6, 1, 2, sharey=True)
+    for group in groups:
+        matrices = 100 * group.matrices()  # seeds x rows x columns
+        seen = np.array([m[i, : i + 1].mean() for m in matrices for i in range(len(m))])
+        curves = (seen.reshape(len(matrices), -1), matrices[:, :, 0])
+        x = np.arange(matrices.shape[1])
+        for ax, values in zip(axes[0], curves, strict=True):
+            mean, std = values.mean(0), _std(values)
+            color = colors[group.label]
+            ax.plot(x, mean, label=group.label, color=color)
+            ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2)
+    for ax, name in zip(axes[0], ("mean over the tasks seen", "task 0"), strict=True):
+        ax.set_title(name)
+        ax.set_xlabel("after training task")
+        ax.set_ylim(-2, 102)
+    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[0, 0].legend(frameon=False)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 @_styled
 def matrix_grid(
     groups: list[Group], colors: dict[str, tuple], path: Path, title: str
@@ -131,10 +161,12 @@ def matrix_grid(
     fig, axes = _figure(side * cols, side * rows + 0.4, rows, cols)
     for ax, group in zip(axes.flat, groups, strict=False):
         names = [f"T{j}" for j in range(num_tasks)]
-        draw_acc_matrix(ax, group.matrices().mean(0).tolist(), None, names, FONT_PT)
+        image = draw_acc_matrix(ax, group.matrices().mean(0).tolist(), None, names, FONT_PT)
         ax.set_title(f"{group.label} (n={len(group.runs)})", color=colors[group.label])
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
+    if not annotated(num_tasks):  # no numbers in the cells: the colours need a scale
+        fig.colorbar(image, ax=list(axes.flat), label="accuracy (%)")
     fig.suptitle(title)
     return _save(fig, path)
 
