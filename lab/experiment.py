@@ -81,9 +81,8 @@ def build(
     """The stream (on `device`), model and strategy of a config. Seed first: the model's
     initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
     builds its own (lab.avalanche.strategies)."""
-    dataset = load_dataset(config["benchmark"]["dataset"], config["data"]["root"])
+    dataset = load_dataset(config["benchmark"]["dataset"], config["data"]["root"]).to(device)
     stream = make_stream(config, dataset)
-    stream.tasks = [task.to(device) for task in stream.tasks]
     source = make_source(config, dataset)
     if source is not None:
         if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
@@ -92,7 +91,7 @@ def build(
                 f"{tuple(source.train_x.shape[1:])}, the stream "
                 f"{tuple(stream.tasks[0].train_x.shape[1:])}; valid: a dataset of the same shape"
             )
-        stream.source = source.to(device)
+        stream.source = source
     model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
     model = build_model(
         config["model"]["name"],

@@ -43,7 +43,8 @@ PRETRAIN = ("none", "source", "file")
 
 def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -> Task | None:
     """The source task (id SOURCE, targets = index in pretrain.classes), or None.
-    `stream_dataset`, the benchmark's, is not read again when the source is the same."""
+    `stream_dataset`, the benchmark's, is not read again when the source is the same; the
+    source's images are on its device."""
     pretrain = config["pretrain"]
     if pretrain["name"] == "none" or pretrain.get("dataset") is None:
         return None
@@ -51,6 +52,8 @@ def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -
         dataset = stream_dataset
     else:
         dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
+        if stream_dataset is not None:
+            dataset = dataset.to(stream_dataset.train_x.device)
     classes = pretrain["classes"] or list(range(dataset.num_classes))
     (task,) = build_stream(
         dataset,

@@ -118,6 +118,33 @@ MUTANTS = [
         ["tests/test_streams.py"],
     ),
     Mutant(
+        "images-standardised-before-rotation",
+        "lab/data/images.py",
+        """        if self.transform is not None:
+            x = self.transform(x)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std""",
+        """        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        if self.transform is not None:
+            x = self.transform(x)""",
+        ["tests/test_streams.py"],
+    ),
+    Mutant(
+        "images-permutation-reversed",
+        "lab/data/images.py",
+        "x.flatten(1)[:, pixels.to(x.device)]",
+        "x.flatten(1)[:, pixels.flip(0).to(x.device)]",
+        ["tests/test_streams.py"],
+    ),
+    Mutant(
+        "ewc-sums-forget-the-older-tasks",
+        "lab/strategies/ewc.py",
+        "a, b, c = self.sums.get(n, (0.0, 0.0, 0.0))",
+        "a, b, c = (0.0, 0.0, 0.0)",
+        ["tests/test_strategies.py"],
+    ),
+    Mutant(
         "heatmap-numbers-on-long-streams",
         "lab/tracking/heatmap.py",
         "    return num_tasks <= ANNOTATED",

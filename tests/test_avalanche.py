@@ -81,7 +81,7 @@ def test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves(fast_c
     names = [n for n, _ in model.named_parameters()]
     for t, task in enumerate(stream.tasks[:2]):
         dataset = _make_taskaware_tensor_classification_dataset(
-            task.train_x, task.train_y, task_labels=0
+            task.train_x[:], task.train_y, task_labels=0
         )
         importances = ewc.compute_importances(
             model,
@@ -98,7 +98,7 @@ def test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves(fast_c
         ewc.update_importances(importances, t)
         ewc.saved_params[t] = copy_params_dict(model)
         perturb(model)  # the next experience moves the weights
-    assert len(ours.anchors) == (1 if mode == "online" else 2)
+    assert ours.tasks == 2 and bool(ours.sums) == (mode == "separate")
     expected = ours.lambda_ / 2 * ours.penalty(model).item()
     assert avalanche_penalty(ewc, model, experience=2) == pytest.approx(expected, rel=1e-5)
 

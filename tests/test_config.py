@@ -97,6 +97,7 @@ def test_unknown_group_option_lists_the_valid_ones(compose_cfg):
 
 ABLATIONS = {
     "methods": {"strategy", "seed"},
+    "long_stream": {"strategy", "seed"},
     "probing": {"scenario", "strategy", "seed"},
     "scenarios": {"scenario", "strategy", "seed"},
     "ewc_lambda": {"strategy.lambda", "seed"},
@@ -138,6 +139,14 @@ def test_the_probing_preset_turns_the_analysis_on():
     cfg = compose_with_hydra(["+ablation=probing"])
     assert cfg.analysis.probe is True and cfg.analysis.cka is True
     assert compose_with_hydra([]).analysis.probe is False  # off by default
+
+
+def test_the_long_stream_preset_is_50_permuted_tasks_of_one_epoch():
+    cfg = validate(compose_with_hydra(["+ablation=long_stream"]))
+    assert cfg["benchmark"]["name"] == "permuted_fmnist" and cfg["benchmark"]["num_tasks"] == 50
+    assert cfg["scenario"] == "domain" and cfg["train"]["epochs"] == 1
+    longer = compose_with_hydra(["+ablation=long_stream", "benchmark.num_tasks=100"])
+    assert longer.hydra.sweep.dir == "multirun/long_stream/permuted_fmnist_100_domain"
 
 
 def test_strength_ablations_select_their_strategy():

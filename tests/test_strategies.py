@@ -42,7 +42,7 @@ def test_ewc_penalty_value_and_gradient_for_a_hand_set_fisher():
     anchor = {n: p.detach().clone() for n, p in params.items()}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     fisher["heads.0.bias"][:3] = torch.tensor([1.0, 2.0, 0.5])
-    ewc.anchors = [(anchor, fisher)]
+    ewc.add(anchor, fisher)
     with torch.no_grad():
         model.heads[0].bias[:3] += torch.tensor([0.1, -0.2, 0.3])  # the weight shift
         model.backbone.layers[1].weight += 1.0  # zero Fisher: not penalised
@@ -60,35 +60,46 @@ def test_ewc_penalty_value_and_gradient_for_a_hand_set_fisher():
 def test_separate_ewc_sums_one_penalty_per_task_online_keeps_one(digits_stream):
     separate, online = EWC(mode="separate"), EWC(mode="online", gamma=0.5)
     model = small_model()
-    tasks = digits_stream.tasks
+    tasks, f = digits_stream.tasks, []
     for t in range(3):
         for ewc in (separate, online):
             ewc.after_task(model, tasks[t], tasks[: t + 1])
+        f.append(separate.latest[1])
         with torch.no_grad():  # the next task moves the weights
             for p in model.parameters():
                 p.add_(0.01 * (t + 1))
-    assert len(separate.anchors) == 3 and len(online.anchors) == 1
+    assert separate.tasks == 3
+    for n, (a, _, _) in separate.sums.items():
+        torch.testing.assert_close(a.float(), f[0][n] + f[1][n] + f[2][n])
     # online: F = gamma^2 F0 + gamma F1 + F2, anchored at the latest weights
-    f = [fisher for _, fisher in separate.anchors]
-    anchor, running = online.anchors[0]
+    anchor, running = online.latest
+    assert not online.sums
     for n in running:
         torch.testing.assert_close(running[n], 0.25 * f[0][n] + 0.5 * f[1][n] + f[2][n])
-        torch.testing.assert_close(anchor[n], separate.anchors[2][0][n])
+        torch.testing.assert_close(anchor[n], separate.latest[0][n])
+
+
+def anchor_three_tasks(ewc: EWC, model, tasks) -> list[tuple[dict, dict]]:
+    """EWC after each of three tasks, the weights moved in between; each (theta*, F)."""
+    anchors = []
+    for t in range(3):
+        ewc.after_task(model, tasks[t], tasks[: t + 1])
+        anchors.append(ewc.latest)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return anchors
 
 
 def test_separate_penalties_consolidate_into_one_quadratic(digits_stream):
     """A (theta - m)^2 + c, computed once per task, equals sum_k F_k (theta - theta*_k)^2
     in value and gradient."""
-    ewc, model, tasks = EWC(mode="separate"), small_model(), digits_stream.tasks
-    for t in range(3):
-        ewc.after_task(model, tasks[t], tasks[: t + 1])
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
+    ewc, model = EWC(mode="separate"), small_model()
+    anchors = anchor_three_tasks(ewc, model, digits_stream.tasks)
     params = penalised_parameters(model)
     explicit = sum(
         (fisher[n] * (params[n] - anchor[n]).square()).sum()
-        for anchor, fisher in ewc.anchors
+        for anchor, fisher in anchors
         for n in fisher
     )
     got = ewc.penalty(model)
@@ -171,13 +182,26 @@ def test_fisher_of_a_parameter_that_does_not_affect_the_output_is_zero(digits_st
         assert fisher["backbone.layers.1.weight"][[0, 1, 3, 4, 5]].sum() > 0
 
 
+def test_ewc_loads_a_checkpoint_that_kept_every_anchor(digits_stream):
+    """Checkpoints written before EWC kept running sums hold every (theta*_k, F_k): one
+    loads into the same penalty as the strategy that wrote it."""
+    ewc, model = EWC(), small_model()
+    anchors = anchor_three_tasks(ewc, model, digits_stream.tasks)
+    new_keys = ("latest", "sums", "tasks")
+    old = {k: v for k, v in ewc.state_dict().items() if k not in new_keys}
+    loaded = EWC()
+    loaded.load_state_dict({**old, "anchors": anchors})
+    assert loaded.tasks == 3
+    assert loaded.penalty(model).item() == ewc.penalty(model).item() > 0
+
+
 def test_fisher_on_a_subset_of_samples(digits_stream):
     """fisher_samples: the Fisher over a fixed subset drawn by the strategy's seeded generator."""
     ewc = EWC(fisher_samples=25)
     ewc.set_seed(3)
     task, model = digits_stream.tasks[0], small_model()
     ewc.after_task(model, task, [task])
-    ((_, fisher),) = ewc.anchors
+    _, fisher = ewc.latest
     drawn = torch.randperm(len(task.train_y), generator=torch.Generator().manual_seed(3))[:25]
     names = list(penalised_parameters(model))
     subset = fisher_diagonal(model, task.train_x[drawn], task.train_y[drawn], 0, names)
@@ -229,13 +253,13 @@ def test_si_importance_is_the_path_integral_over_the_squared_displacement(digits
     torch.set_default_dtype(torch.float64)
     try:
         task = digits_stream.tasks[0]
-        task = dataclasses.replace(task, train_x=task.train_x.double())
+        task = dataclasses.replace(task, train_x=task.train_x[:].double())
         model, lr, xi = small_model(), 0.5, 1e-3
         reference = copy.deepcopy(model)
         names = list(penalised_parameters(model))
 
         def gradient(m):
-            loss = F.cross_entropy(m(task.train_x), task.train_y)
+            loss = F.cross_entropy(m(task.train_x[:]), task.train_y)
             return dict(zip(names, torch.autograd.grad(loss, list(m.parameters())), strict=True))
 
         g1 = gradient(reference)

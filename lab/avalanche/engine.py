@@ -58,7 +58,7 @@ class LossRecorder(SupervisedPlugin):
 def experiences(stream: Stream):
     datasets = [
         _make_taskaware_tensor_classification_dataset(
-            task.train_x.cpu(),
+            task.train_x[:].cpu(),
             task.train_y.cpu(),
             task_labels=task.id if stream.scenario == "task" else 0,
         )

@@ -50,6 +50,11 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
+    def to(self, device: torch.device | str) -> Dataset:
+        """The dataset on `device`: the one copy that every task built from it shares."""
+        move = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
+        return Dataset(self.name, **move)
+
 
 def read_idx(path: Path, cache: Path | None = None) -> np.ndarray:
     """Read an IDX file (optionally gzipped): the format of MNIST and its relatives.

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lab.data.datasets import Dataset
+from lab.data.images import Images, permutation, rotation
 
 SCENARIOS = ("task", "domain", "class")
 STREAMS = ("split", "permuted", "rotated")
@@ -33,24 +34,11 @@ class Task:
     classes: list[int]  # dataset labels in this task
     global_classes: list[int]  # class-IL output ids of those labels
     outputs: list[int]  # the head outputs this task's targets use, in its scenario
-    train_x: torch.Tensor
+    train_x: Images | torch.Tensor  # Images: made on demand from the dataset's tensors
     train_y: torch.Tensor  # targets for the scenario
-    test_x: torch.Tensor
+    test_x: Images | torch.Tensor
     test_y: torch.Tensor
     description: str  # e.g. "classes 0,1" or "rotated 36°"
-
-    def to(self, device: torch.device | str) -> Task:
-        return Task(
-            self.id,
-            self.classes,
-            self.global_classes,
-            self.outputs,
-            self.train_x.to(device),
-            self.train_y.to(device),
-            self.test_x.to(device),
-            self.test_y.to(device),
-            self.description,
-        )
 
 
 @dataclass
@@ -69,7 +57,7 @@ def subsample_test_set(task: Task, samples: int, seed: int) -> Task:
     generator = torch.Generator().manual_seed(seed * 100_003 + task.id)
     keep = torch.randperm(len(task.test_y), generator=generator)[:samples].sort().values
     keep = keep.to(task.test_y.device)
-    return dataclasses.replace(task, test_x=task.test_x[keep], test_y=task.test_y[keep])
+    return dataclasses.replace(task, test_x=task.test_x.select(keep), test_y=task.test_y[keep])
 
 
 def split_classes(classes: list[int], num_tasks: int) -> list[list[int]]:
@@ -85,18 +73,10 @@ def class_order(num_classes: int, order: list[int] | None, shuffle: bool, seed: 
     return list(range(num_classes))
 
 
-def _rotate(images: torch.Tensor, angle: float) -> torch.Tensor:
-    if angle % 360 == 0:
-        return images.clone()
-    from torchvision.transforms.functional import InterpolationMode, rotate
-
-    return rotate(images, angle, interpolation=InterpolationMode.BILINEAR)
-
-
 def _targets(labels: torch.Tensor, classes: list[int], global_classes: list[int], scenario: str):
-    lookup = torch.full((int(labels.max()) + 1,), -1, dtype=torch.int64)
+    lookup = torch.full((int(labels.max()) + 1,), -1, dtype=torch.int64, device=labels.device)
     targets = global_classes if scenario == "class" else range(len(classes))
-    lookup[torch.tensor(classes)] = torch.tensor(list(targets))
+    lookup[torch.tensor(classes)] = torch.tensor(list(targets), device=labels.device)
     return lookup[labels]
 
 
@@ -117,14 +97,15 @@ def build_stream(
     The result depends only on the arguments: the same seed gives the same class order,
     permutations and tasks. `standardize` subtracts the training set's per-channel mean
     and divides by its std, once, after the permutation or rotation (so that a rotation
-    pads with background, not with the mean).
+    pads with background, not with the mean). The tasks share the dataset's tensors, on their
+    device, and make their images from them on demand (lab.data.images).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
     K = dataset.num_classes
     if stream == "split":
         groups = split_classes(class_order(K, order, shuffle_classes, seed), num_tasks)
-        views = [(g, g, lambda x: x, "classes " + ",".join(map(str, g))) for g in groups]
+        views = [(g, g, None, "classes " + ",".join(map(str, g))) for g in groups]
     elif stream == "permuted":
         rng = np.random.default_rng(seed)
         n_pixels = int(np.prod(dataset.image_shape))
@@ -135,7 +116,7 @@ def build_stream(
             (
                 list(range(K)),
                 [t * K + c for c in range(K)],
-                lambda x, p=p: x.flatten(1)[:, p].reshape(x.shape),
+                permutation(p),
                 "identity" if identity_first and t == 0 else f"permutation {t}",
             )
             for t, p in enumerate(perms)
@@ -146,7 +127,7 @@ def build_stream(
             (
                 list(range(K)),
                 [t * K + c for c in range(K)],
-                lambda x, a=float(a): _rotate(x, a),
+                None if float(a) % 360 == 0 else rotation(float(a)),
                 f"rotated {float(a):g}°",
             )
             for t, a in enumerate(angles)
@@ -154,27 +135,28 @@ def build_stream(
     else:
         raise ValueError(f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
 
+    train_x, test_x = dataset.train_x, dataset.test_x
+    train_labels, test_labels = dataset.train_y, dataset.test_y
+    mean = std = None
     if standardize:
-        mean = dataset.train_x.mean(dim=(0, 2, 3), keepdim=True)
-        std = dataset.train_x.std(dim=(0, 2, 3), keepdim=True)
+        mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+        std = train_x.std(dim=(0, 2, 3), keepdim=True)
     tasks = []
     for t, (classes, global_classes, transform, description) in enumerate(views):
-        train_mask = torch.isin(dataset.train_y, torch.tensor(classes))
-        test_mask = torch.isin(dataset.test_y, torch.tensor(classes))
-        train_y, test_y = dataset.train_y[train_mask], dataset.test_y[test_mask]
-        train_x = transform(dataset.train_x[train_mask])
-        test_x = transform(dataset.test_x[test_mask])
-        if standardize:
-            train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+        wanted = torch.tensor(classes, device=train_labels.device)
+        train_rows = None if len(classes) == K else torch.isin(train_labels, wanted).nonzero()[:, 0]
+        test_rows = None if len(classes) == K else torch.isin(test_labels, wanted).nonzero()[:, 0]
+        train_y = train_labels if train_rows is None else train_labels[train_rows]
+        test_y = test_labels if test_rows is None else test_labels[test_rows]
         tasks.append(
             Task(
                 id=t,
                 classes=classes,
                 global_classes=global_classes,
                 outputs=global_classes if scenario == "class" else list(range(len(classes))),
-                train_x=train_x,
+                train_x=Images(train_x, train_rows, transform, mean, std),
                 train_y=_targets(train_y, classes, global_classes, scenario),
-                test_x=test_x,
+                test_x=Images(test_x, test_rows, transform, mean, std),
                 test_y=_targets(test_y, classes, global_classes, scenario),
                 description=description,
             )

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lab.data import Task
+from lab.data import Images, Task
 from lab.models import Classifier
 
 if TYPE_CHECKING:
@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Batch:
-    """Inputs, scenario targets and task ids of a set of samples (a batch or a task's data)."""
+    """Inputs, scenario targets and task ids of a set of samples (a batch or a task's data).
+    A task's inputs are made on demand (lab.data.Images): index `x` to get a tensor."""
 
-    x: Tensor
+    x: Tensor | Images
     y: Tensor
     task_ids: Tensor
 
@@ -52,7 +53,9 @@ class Batch:
 
     @staticmethod
     def concat(batches: list[Batch]) -> Batch:
-        return Batch(*(torch.cat([getattr(b, f) for b in batches]) for f in ("x", "y", "task_ids")))
+        # [:] makes a task's Images whole (joint training on every task seen)
+        fields = ("x", "y", "task_ids")
+        return Batch(*(torch.cat([getattr(b, f)[:] for b in batches]) for f in fields))
 
     def select(self, index: Tensor) -> Batch:
         return Batch(self.x[index], self.y[index], self.task_ids[index])

@@ -206,8 +206,12 @@ class EWC(Strategy):
         self.mode = mode
         self.gamma = float(gamma)
         self.fisher_batch_size = fisher_batch_size
-        # (theta*, F) per past task (separate), or the one running pair (online)
-        self.anchors: list[tuple[dict[str, Tensor], dict[str, Tensor]]] = []
+        # (theta*_k, F_k) of the last task (online: F is the running Fisher); separate
+        # mode also sums sum_k F_k, sum_k F_k theta*_k and sum_k F_k theta*_k^2 in float64,
+        # so memory and a step's cost stay the same after 1 task or 100 (consolidated)
+        self.latest: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
+        self.sums: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
+        self.tasks = 0
 
     def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         data = Batch.of(task)
@@ -227,36 +231,41 @@ class EWC(Strategy):
             self.fisher_batch_size,
         )
         weights = {n: p.detach().clone() for n, p in penalised_parameters(model).items()}
-        if self.mode == "online" and self.anchors:
-            _, running = self.anchors[0]
+        if self.mode == "online" and self.latest is not None:
+            _, running = self.latest
             fisher = {n: self.gamma * running[n] + fisher[n] for n in fisher}
-            self.anchors = []
-        self.anchors.append((weights, fisher))
+        self.add(weights, fisher)
+
+    def add(self, anchor: dict[str, Tensor], fisher: dict[str, Tensor]) -> None:
+        """Anchor the weights at theta* = `anchor` with the Fisher diagonal `fisher`: one
+        more task's penalty (separate), or the running pair's new value (online)."""
+        self.latest, self.tasks = (anchor, fisher), self.tasks + 1
+        if self.mode == "separate":
+            for n in fisher:
+                f, t = fisher[n].double(), anchor[n].double()
+                a, b, c = self.sums.get(n, (0.0, 0.0, 0.0))
+                self.sums[n] = (a + f, b + f * t, c + f * t.square())
+        self._consolidated = None
 
     def consolidated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], float]:
-        """The separate penalties as one quadratic per parameter, A (theta - m)^2 + c:
+        """The penalties as one quadratic per parameter, A (theta - m)^2 + c:
 
             sum_k F_k (theta - theta*_k)^2 = A (theta - m)^2 + c,   A = sum_k F_k,
             m = sum_k F_k theta*_k / A,   c = sum_k F_k theta*_k^2 - A m^2,
 
-        so a step costs the same after 1 task or 50. Cached until the anchors change."""
-        key = tuple(id(fisher) for _, fisher in self.anchors)
-        if self.__dict__.get("_consolidated_key") != key and len(self.anchors) == 1:
-            anchor, fisher = self.anchors[0]
+        so a step costs the same after 1 task or 50. Made once per task."""
+        if self.__dict__.get("_consolidated") is not None:
+            return self._consolidated
+        anchor, fisher = self.latest
+        if self.mode == "online" or self.tasks == 1:
             self._consolidated = (fisher, anchor, 0.0)  # exactly F (theta - theta*)^2
-        elif self.__dict__.get("_consolidated_key") != key:
-            curvature, centre, constant = {}, {}, 0.0
-            for n in self.anchors[0][1]:
-                a = b = c = 0.0  # in float64: c - a m^2 cancels
-                for anchor, fisher in self.anchors:
-                    f, t = fisher[n].double(), anchor[n].double()
-                    a, b, c = a + f, b + f * t, c + f * t.square()
-                m = torch.where(a > 0, b / a, 0.0)  # a = 0: the weight is not penalised
-                constant += (c - a * m.square()).sum().item()
-                curvature[n], centre[n] = a.float(), m.float()
-            self._consolidated = (curvature, centre, constant)
-            self._consolidated_key = key
-            self._consolidated_from = [f for _, f in self.anchors]  # their ids stay unique
+            return self._consolidated
+        curvature, centre, constant = {}, {}, 0.0
+        for n, (a, b, c) in self.sums.items():  # float64: c - a m^2 cancels
+            m = torch.where(a > 0, b / a, 0.0)  # a = 0: the weight is not penalised
+            constant += (c - a * m.square()).sum().item()
+            curvature[n], centre[n] = a.float(), m.float()
+        self._consolidated = (curvature, centre, constant)
         return self._consolidated
 
     def penalty(self, model: Classifier) -> Tensor:
@@ -270,16 +279,26 @@ class EWC(Strategy):
     def loss(
         self, model: Classifier, batch: Batch, features: Tensor, logits: Tensor, ce: Tensor
     ) -> Tensor:
-        if not self.anchors:
+        if self.latest is None:
             return ce
         return ce + self.lambda_ / 2 * self.penalty(model)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "anchors": self.anchors}
+        return {
+            **super().state_dict(),
+            "latest": self.latest,
+            "sums": self.sums,
+            "tasks": self.tasks,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.anchors = state["anchors"]
+        if "anchors" in state:  # a checkpoint from before the sums: every (theta*_k, F_k)
+            for anchor, fisher in state["anchors"]:
+                self.add(anchor, fisher)
+            return
+        self.latest, self.sums, self.tasks = state["latest"], state["sums"], state["tasks"]
+        self._consolidated = None
 
 
 class OnlineEWC(EWC):
