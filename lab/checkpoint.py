@@ -1,7 +1,7 @@
 """Resume a run after its last completed task.
 
 After every task the run saves, atomically, `checkpoint.pt` in its run dir: the model,
-the strategy's state (EWC's Fisher and anchors, L2's anchor, its generator; LwF's teacher
+the strategy's state (EWC's Fisher sums and anchor, L2's anchor, its generator; LwF's teacher
 is the model itself at the start of the next task), the batch-order and augmentation
 generators, the global RNG states and results.json's content so far. The optimizer is not
 saved: the engine makes a fresh one for every task, so no optimizer state crosses a task

@@ -145,6 +145,8 @@ def test_the_long_stream_preset_is_50_permuted_tasks_of_one_epoch():
     cfg = validate(compose_with_hydra(["+ablation=long_stream"]))
     assert cfg["benchmark"]["name"] == "permuted_fmnist" and cfg["benchmark"]["num_tasks"] == 50
     assert cfg["scenario"] == "domain" and cfg["train"]["epochs"] == 1
+    ewc = validate(compose_with_hydra(["+ablation=long_stream", "strategy=ewc"]))
+    assert ewc["strategy"]["lambda"] == 10.0  # stable over 100 tasks, unlike 5 tasks' 100
     longer = compose_with_hydra(["+ablation=long_stream", "benchmark.num_tasks=100"])
     assert longer.hydra.sweep.dir == "multirun/long_stream/permuted_fmnist_100_domain"
 

@@ -285,6 +285,39 @@ def test_offline_run_table_equals_results_json(tmp_path):
 
 
 @pytest.mark.e2e
+def test_a_100_task_stream_fills_the_wandb_tables_and_the_report(tmp_path):
+    """100 permuted tasks (one step each), W&B offline: the tables hold the whole
+    100 x 100 matrix, results.json times every task, and lab-report reads the run."""
+    run_dir = tmp_path / "run"
+    done = lab_run(
+        "benchmark=permuted_fmnist",
+        "benchmark.dataset=digits",
+        "benchmark.num_tasks=100",
+        "scenario=domain",
+        "train.iterations=1",
+        "eval.samples_per_task=20",
+        "model.hidden_sizes=[32]",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        env={"WANDB_MODE": "offline"},
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert len(results["acc_matrix"]) == 100 and len(results["timing"]["tasks"]) == 100
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    (long_file,) = offline.glob("files/media/table/acc_matrix/long_*.table.json")
+    cells = {(i, j): a for i, j, a in json.loads(long_file.read_text())["data"]}
+    assert len(cells) == 100 * 100
+    assert [[cells[i, j] for j in range(100)] for i in range(100)] == results["acc_matrix"]
+    (wide_file,) = offline.glob("files/media/table/acc_matrix/wide_*.table.json")
+    wide = json.loads(wide_file.read_text())
+    assert len(wide["columns"]) == 101 and [r[1:] for r in wide["data"]] == results["acc_matrix"]
+    report = subprocess.run(["lab-report", str(run_dir)], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert "mean accuracy on the tasks seen" in (run_dir / "report" / "report.md").read_text()
+
+
+@pytest.mark.e2e
 def test_a_sweep_is_one_wandb_group_named_for_its_directory(tmp_path):
     sweep = tmp_path / "my-ablation"
     fast = [o for o in FAST if not o.startswith("logger")]

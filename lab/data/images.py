@@ -20,10 +20,11 @@ from torch import Tensor
 
 
 def permutation(pixels: Tensor) -> Callable[[Tensor], Tensor]:
-    """The images' pixels (all channels flattened) reordered by `pixels`: a gather."""
+    """The images' pixels (all channels flattened) reordered by `pixels` (on the images'
+    device): a gather."""
 
     def permute(x: Tensor) -> Tensor:
-        return x.flatten(1)[:, pixels.to(x.device)].reshape(x.shape)
+        return x.flatten(1)[:, pixels].reshape(x.shape)
 
     return permute
 

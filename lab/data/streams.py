@@ -109,9 +109,10 @@ def build_stream(
     elif stream == "permuted":
         rng = np.random.default_rng(seed)
         n_pixels = int(np.prod(dataset.image_shape))
-        perms = [torch.from_numpy(rng.permutation(n_pixels)) for _ in range(num_tasks)]
+        perms = [rng.permutation(n_pixels) for _ in range(num_tasks)]
+        perms = [torch.from_numpy(p).to(dataset.train_x.device) for p in perms]
         if identity_first:
-            perms[0] = torch.arange(n_pixels)
+            perms[0] = torch.arange(n_pixels, device=dataset.train_x.device)
         views = [
             (
                 list(range(K)),

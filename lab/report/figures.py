@@ -127,7 +127,7 @@ def seen_tasks_curves(
     """A long stream's accuracy as it is learned, in two panels: after task i, the mean
     accuracy on tasks 0..i (ACC so far), and the accuracy on task 0; one line per method,
     a band of ± one std over seeds."""
-    fig, axes = _figure(FIGURE_WIDTH, 2.6, 1, 2, sharey=True)
+    fig, axes = _figure(FIGURE_WIDTH, 2.9, 1, 2, sharey=True)
     for group in groups:
         matrices = 100 * group.matrices()  # seeds x rows x columns
         seen = np.array([m[i, : i + 1].mean() for m in matrices for i in range(len(m))])
@@ -143,7 +143,10 @@ def seen_tasks_curves(
         ax.set_xlabel("after training task")
         ax.set_ylim(-2, 102)
     axes[0, 0].set_ylabel("accuracy (%)")
-    axes[0, 0].legend(frameon=False)
+    handles, labels = axes[0, 0].get_legend_handles_labels()  # under the panels, off the lines
+    fig.legend(
+        handles, labels, loc="outside lower center", ncols=min(len(groups), 5), frameon=False
+    )
     fig.suptitle(title)
     return _save(fig, path)
 
