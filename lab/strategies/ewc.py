@@ -212,6 +212,7 @@ class EWC(Strategy):
         self.latest: tuple[dict[str, Tensor], dict[str, Tensor]] | None = None
         self.sums: dict[str, tuple[Tensor, Tensor, Tensor]] = {}
         self.tasks = 0
+        self._consolidated: tuple[dict[str, Tensor], dict[str, Tensor], float] | None = None
 
     def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         data = Batch.of(task)
@@ -254,7 +255,7 @@ class EWC(Strategy):
             m = sum_k F_k theta*_k / A,   c = sum_k F_k theta*_k^2 - A m^2,
 
         so a step costs the same after 1 task or 50. Made once per task."""
-        if self.__dict__.get("_consolidated") is not None:
+        if self._consolidated is not None:
             return self._consolidated
         anchor, fisher = self.latest
         if self.mode == "online" or self.tasks == 1:
