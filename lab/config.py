@@ -8,6 +8,7 @@ about Hydra/OmegaConf; the rest of the lab takes plain values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ from lab.data.streams import SCENARIOS, STREAMS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
+from lab.precision import PRECISIONS
 from lab.strategies import STRATEGIES, build_strategy
 from lab.tracking.wandb_run import MODES as WANDB_MODES
 
@@ -67,6 +69,7 @@ def number(low: float, high: float | None = None, low_open: bool = False) -> Che
 
     def check(key: str, value: Any) -> None:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)  # nan passes every comparison's negation
         ok = ok and (value > low if low_open else value >= low)
         ok = ok and (high is None or value < high)
         if not ok:
@@ -137,7 +140,27 @@ MODEL = {
         "weights": lambda key, value: value is None or one_of(RESNET_WEIGHTS)(key, value),
         "small_input": boolean,
     },
+    "timm": {
+        "name": one_of(MODELS),
+        "init": one_of(INITIALISATIONS),
+        "arch": lambda key, value: _timm_arch(key, value),
+        "pretrained": boolean,
+        "weights": lambda key, value: optional_string(key, value),
+        "input_size": lambda key, value: integer(minimum=16, optional=True)(key, value),
+        "drop_path_rate": number(0.0, 1.0),
+    },
 }
+
+
+def _timm_arch(key: str, value: Any) -> None:
+    if not isinstance(value, str) or value == "???":
+        _fail(key, value, "a timm model name, e.g. vit_base_patch16_224.augreg_in21k (required)")
+    from lab.models.timm_backbone import known_arch, unknown_arch_message  # timm: ~1 s
+
+    if not known_arch(value):
+        raise ConfigError(unknown_arch_message(value))
+
+
 OPTIMIZER = {
     "name": one_of(OPTIMIZERS),
     "lr": number(0.0, low_open=True),
@@ -152,6 +175,8 @@ TRAIN = {
     "eval_batch_size": integer(minimum=1),
     "seen_classes_only": boolean,
     "augment": anything,  # AUGMENT
+    "precision": one_of(PRECISIONS),
+    "compile": boolean,
 }
 AUGMENT = {"crop_padding": integer(minimum=0), "flip": boolean, "noise_std": number(0.0)}
 # Digits and characters mirrored are other symbols (or none)
@@ -390,6 +415,9 @@ def _check_engine(config: dict[str, Any]) -> None:
     unsupported = {  # key: (value, the only value Avalanche can run, as YAML writes it)
         "train.iterations": (config["train"]["iterations"], None, "null"),
         "train.seen_classes_only": (config["train"]["seen_classes_only"], False, "false"),
+        # Avalanche's loop has no autocast of the lab's: auto means fp32 there
+        "train.precision": (config["train"]["precision"].replace("auto", "fp32"), "fp32", "fp32"),
+        "train.compile": (config["train"]["compile"], False, "false"),
         "strategy.fisher": (strategy.get("fisher", "empirical"), "empirical", "empirical"),
         "strategy.fisher_samples": (strategy.get("fisher_samples"), None, "null"),
         "strategy.weighting": (strategy.get("weighting", "alpha"), "alpha", "alpha"),
@@ -432,6 +460,12 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group(
         "model", config["model"], MODEL[_check_group_name("model", config["model"], MODELS)]
     )
+    model = config["model"]
+    if model["name"] == "timm" and model["pretrained"] and model["weights"] is not None:
+        raise ConfigError(
+            f"model.pretrained=true and model.weights={model['weights']} both choose the "
+            "weights; valid: one of them (the hub's, or the file's)"
+        )
     _check_group_name("optimizer", config["optimizer"], OPTIMIZERS)
     _check_group("optimizer", config["optimizer"], OPTIMIZER)
     _check_group("train", config["train"], TRAIN)

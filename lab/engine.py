@@ -21,6 +21,7 @@ from lab.augment import Augment
 from lab.data import Stream, Task
 from lab.models import SOURCE, Classifier
 from lab.optim import OptimizerSettings, make_optimizer
+from lab.precision import autocast, grad_scaler
 from lab.strategies import Strategy
 from lab.strategies.base import Batch
 
@@ -33,20 +34,26 @@ class TrainSettings:
     eval_batch_size: int = 4096
     seen_classes_only: bool = False  # class-IL: softmax over the classes seen so far
     augment: Augment = field(default_factory=Augment)
+    precision: str = "fp32"  # bf16 | fp16 | fp32 (lab.precision; "auto" resolved before)
+    compile: bool = False  # torch.compile of the backbone (lab.precision.compile_backbone)
 
 
 @torch.inference_mode()
-def evaluate(model: Classifier, tasks: list[Task], batch_size: int = 4096) -> list[float]:
-    """Test accuracy (a fraction) on each task, with the task's head in task-IL."""
+def evaluate(
+    model: Classifier, tasks: list[Task], batch_size: int = 4096, precision: str = "fp32"
+) -> list[float]:
+    """Test accuracy (a fraction) on each task, with the task's head in task-IL, at the
+    training's precision. Correct answers are counted on the device, read once per task."""
     was_training = model.training
     model.eval()
     accuracies = []
     for task in tasks:
-        correct = 0
+        correct = torch.zeros((), dtype=torch.int64, device=task.test_y.device)
         for start in range(0, len(task.test_y), batch_size):
-            logits = model(task.test_x[start : start + batch_size], task.id)
-            correct += (logits.argmax(1) == task.test_y[start : start + batch_size]).sum().item()
-        accuracies.append(correct / len(task.test_y))
+            with autocast(precision, task.test_y.device):
+                logits = model(task.test_x[start : start + batch_size], task.id)
+            correct += (logits.argmax(1) == task.test_y[start : start + batch_size]).sum()
+        accuracies.append(correct.item() / len(task.test_y))
     model.train(was_training)
     return accuracies
 
@@ -93,6 +100,7 @@ def train_task(
     routing = _routing(model, data)
     progressive = finetune is not None and finetune.unfreeze_every is not None
     augment = settings.augment if settings.augment.active else None
+    scaler = grad_scaler(settings.precision, data.y.device)
     model.train()
     losses: list[torch.Tensor] = []  # detached: no device sync per step
     order, position, epoch = None, n, -1
@@ -110,16 +118,18 @@ def train_task(
         route = routing if batch is drawn else ("per sample" if model.multi_head else None)
         if augment is not None:
             batch = Batch(augment(batch.x, augment_generator), batch.y, batch.task_ids)
-        features = model.backbone(batch.x)
-        logits = model.classify(features, batch.task_ids if route == "per sample" else route)
-        if mask is not None:
-            logits = logits + mask
-        ce = F.cross_entropy(logits, batch.y)
-        loss = strategy.loss(model, batch, features, logits, ce)
+        with autocast(settings.precision, batch.y.device):
+            features = model.backbone(batch.x)
+            logits = model.classify(features, batch.task_ids if route == "per sample" else route)
+            if mask is not None:
+                logits = logits + mask
+            ce = F.cross_entropy(logits.float(), batch.y)
+            loss = strategy.loss(model, batch, features, logits, ce)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        strategy.after_backward(model)
-        optimizer.step()
+        scaler.scale(loss).backward()
+        strategy.after_backward(model)  # a projection is linear: scaled gradients are fine
+        scaler.step(optimizer)
+        scaler.update()
         losses.append(loss.detach())
         bar.update()
         if progress:
@@ -185,7 +195,9 @@ def train_stream(
             augment_generator,
         )
         trained = time.perf_counter()
-        accuracies = evaluate(model, stream.tasks + earlier, settings.eval_batch_size)
+        accuracies = evaluate(
+            model, stream.tasks + earlier, settings.eval_batch_size, settings.precision
+        )
         row = accuracies[: len(stream.tasks)]
         result = TaskResult(
             i,

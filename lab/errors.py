@@ -21,3 +21,8 @@ class DataNotFoundError(LabError):
 
 class DataFileError(LabError):
     """A dataset file that is there but cannot be read (a cut download, a damaged copy)."""
+
+
+class WeightsError(LabError):
+    """Pre-trained weights that cannot be had: not downloadable here, or a file that does
+    not fit the model."""

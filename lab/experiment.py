@@ -9,6 +9,7 @@ hydra.compose and pass it through lab.config.validate.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -25,10 +26,12 @@ from lab.analysis import Analysis, build_analysis
 from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
+from lab.data.inputs import ModelInputs
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError, LabError
-from lab.models import Classifier, build_model
+from lab.models import Classifier, attach_heads, build_backbone
 from lab.optim import OptimizerSettings, make_optimizer
+from lab.precision import compile_backbone, resolve_precision
 from lab.preemption import Stopped, held
 from lab.pretrain import load_weights, make_source
 from lab.strategies import Strategy, build_strategy
@@ -53,8 +56,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Stream:
-    """The benchmark's stream, cut from `dataset` (loaded here when not given)."""
+def make_stream(
+    config: dict[str, Any],
+    dataset: Dataset | None = None,
+    inputs: ModelInputs | None = None,
+    device: torch.device | None = None,
+) -> Stream:
+    """The benchmark's stream, cut from `dataset` (loaded here when not given), its images
+    made as `inputs` (the model's) says, on `device`."""
     b = config["benchmark"]
     dataset = dataset or load_dataset(b["dataset"], config["data"]["root"])
     stream = build_stream(
@@ -68,6 +77,8 @@ def make_stream(config: dict[str, Any], dataset: Dataset | None = None) -> Strea
         identity_first=b.get("identity_first", True),
         angles=b.get("angles"),
         standardize=b["standardize"],
+        inputs=inputs,
+        device=device,
     )
     samples = config["eval"]["samples_per_task"]
     if samples is not None:
@@ -82,8 +93,15 @@ def build(
     initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
     builds its own (lab.avalanche.strategies)."""
     dataset = load_dataset(config["benchmark"]["dataset"], config["data"]["root"]).to(device)
-    stream = make_stream(config, dataset)
-    source = make_source(config, dataset)
+    model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
+    backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
+    inputs = backbone.inputs
+    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in backbone.modules()):
+        # convolutions run faster in channels-last order on a GPU (cuDNN's NHWC kernels)
+        backbone = backbone.to(memory_format=torch.channels_last)
+        inputs = dataclasses.replace(inputs, channels_last=True)
+    stream = make_stream(config, dataset, inputs, device)
+    source = make_source(config, dataset, inputs, device)
     if source is not None:
         if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
             raise ConfigError(
@@ -92,14 +110,11 @@ def build(
                 f"{tuple(stream.tasks[0].train_x.shape[1:])}; valid: a dataset of the same shape"
             )
         stream.source = source
-    model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
-    model = build_model(
-        config["model"]["name"],
-        stream.tasks[0].train_x.shape[1:],
+    model = attach_heads(
+        backbone,
         stream.head_sizes,
-        init=config["model"]["init"],
+        init=config["model"].get("init", "default"),
         source_classes=len(source.classes) if source is not None else 0,
-        **model_options,
     ).to(device)
     if config["engine"] != "lab":
         return stream, model, None
@@ -211,12 +226,16 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         _check_same_config(checkpoint["results"]["config"], config, run_dir, "a checkpoint")
     seed_everything(config["seed"])
     stream, model, strategy = build(config, device)
+    settings = train_settings(config)
+    # Avalanche's engine trains and evaluates in fp32: it has no autocast of the lab's
+    auto = settings.precision if config["engine"] == "lab" else "fp32"
+    settings.precision = resolve_precision(auto, device)
     setup = Setup(
         stream,
         model,
         strategy,
         device,
-        train_settings(config),
+        settings,
         ft.Finetune(**config["finetune"]),
         torch.Generator().manual_seed(config["seed"]),
         torch.Generator(device).manual_seed(config["seed"]),
@@ -227,6 +246,10 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
     else:
         _start(config, setup, results, run_dir)
+    results.data["precision"] = settings.precision
+    if settings.compile:  # after LoRA's adapters exist: they are part of what is compiled
+        sample = stream.tasks[0].train_x[:2]
+        results.data["compiled"] = compile_backbone(model.backbone, sample)
     return setup
 
 
@@ -257,7 +280,9 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
         strategy.after_task(model, stream.source, [stream.source])
     started = time.perf_counter()
     sources = [stream.source] if stream.source is not None else []
-    accuracies = evaluate(model, stream.tasks + sources, setup.settings.eval_batch_size)
+    accuracies = evaluate(
+        model, stream.tasks + sources, setup.settings.eval_batch_size, setup.settings.precision
+    )
     if stream.source is not None:
         results.set_source(stream.source.description, accuracies[-1])
     results.set_init_acc(accuracies[: len(stream.tasks)], time.perf_counter() - started)

@@ -10,8 +10,9 @@ finetune.mode
                 with A (r x in) and B (out x r, starting at 0) trainable, W frozen. The heads
                 train in full.
 
-Layer groups are the backbone's parameterised layers from input to output (MLP: each
-Linear; CNN: each conv, then the Linear; ResNet-18: the stem, then the four stages).
+Layer groups are the backbone's, from input to output, as its family groups them (MLP:
+each Linear; CNN: each conv, then the Linear; ResNet-18: the stem, then the four stages;
+a timm model: timm's group_matcher, e.g. a ViT's stem, then each block).
 
 Learning rates (discriminative fine-tuning, Howard & Ruder 2018): the heads train at
 lr * head_lr_scale; backbone group g, counted from the top (g = 0 next to the heads), at
@@ -36,6 +37,7 @@ from torch import nn
 
 from lab.errors import ConfigError
 from lab.models import Classifier
+from lab.models.groups import LayerGroup
 
 MODES = ("full", "freeze", "linear_probe", "lora")
 
@@ -53,16 +55,13 @@ class Finetune:
     unfreeze_every: int | None = None
 
 
-def layer_groups(model: Classifier) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the backbone's parameterised layers, from input to output."""
-    return [
-        (f"backbone.layers.{name}", module)
-        for name, module in model.backbone.layers.named_children()
-        if any(True for _ in module.parameters())
-    ]
+def layer_groups(model: Classifier) -> list[tuple[str, LayerGroup]]:
+    """(name, group) of the backbone's layer groups, from input to output, as its family
+    groups them (lab.models.groups)."""
+    return [(group.name, group) for group in model.backbone.layer_groups()]
 
 
-def _frozen_modules(model: Classifier, settings: Finetune) -> list[nn.Module]:
+def _frozen_modules(model: Classifier, settings: Finetune) -> list[nn.Module | LayerGroup]:
     groups = layer_groups(model)
     if settings.mode == "linear_probe":
         return [model.backbone]
@@ -86,21 +85,33 @@ def _frozen_modules(model: Classifier, settings: Finetune) -> list[nn.Module]:
 
 
 def _lora_targets(model: Classifier, settings: Finetune) -> list[str]:
+    """The backbone's Linear/Conv2d layers that LoRA adapts: the family's default (all of
+    them; a timm model's but its first convolution, e.g. a ViT's patch_embed.proj), or
+    those `lora.targets` names. A target names a layer, or every layer whose name ends
+    with it (peft's rule: attn.qkv is blocks.0.attn.qkv, blocks.1.attn.qkv, ...)."""
+    backbone = model.backbone
     layers = [
         name
-        for name, module in model.backbone.named_modules()
+        for name, module in backbone.named_modules()
         if isinstance(module, nn.Linear | nn.Conv2d)
     ]
     targets = settings.lora["targets"]
     if targets is None:
-        return layers
-    unknown = [t for t in targets if t not in layers]
-    if unknown:
-        raise ConfigError(
-            f"finetune.lora.targets has {unknown[0]!r}, not a Linear/Conv2d of the backbone; "
-            f"valid: {', '.join(layers)}"
-        )
-    return list(targets)
+        default = getattr(backbone, "lora_targets", None)
+        if default is None:
+            return layers
+        return default()
+    chosen = []
+    for target in targets:
+        matched = [n for n in layers if n == target or n.endswith("." + target)]
+        if not matched:
+            shown = ", ".join(layers[:12]) + (", ..." if len(layers) > 12 else "")
+            raise ConfigError(
+                f"finetune.lora.targets has {target!r}, not a Linear/Conv2d of the backbone "
+                f"nor the end of one's name; valid: {shown}"
+            )
+        chosen += [n for n in matched if n not in chosen]
+    return chosen
 
 
 def apply(model: Classifier, settings: Finetune) -> None:

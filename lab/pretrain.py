@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from lab.data import Dataset, Task, build_stream, load_dataset
+from lab.data.inputs import ModelInputs
 from lab.errors import ConfigError
 from lab.models import SOURCE, Classifier
 
@@ -41,10 +42,16 @@ log = logging.getLogger(__name__)
 PRETRAIN = ("none", "source", "file")
 
 
-def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -> Task | None:
+def make_source(
+    config: dict[str, Any],
+    stream_dataset: Dataset | None = None,
+    inputs: ModelInputs | None = None,
+    device: torch.device | None = None,
+) -> Task | None:
     """The source task (id SOURCE, targets = index in pretrain.classes), or None.
     `stream_dataset`, the benchmark's, is not read again when the source is the same; the
-    source's images are on its device."""
+    source's images are made as `inputs` (the model's) says, on `device` (default: its
+    dataset's)."""
     pretrain = config["pretrain"]
     if pretrain["name"] == "none" or pretrain.get("dataset") is None:
         return None
@@ -53,7 +60,7 @@ def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -
     else:
         dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
         if stream_dataset is not None:
-            dataset = dataset.to(stream_dataset.train_x.device)
+            dataset = dataset.to(device or stream_dataset.train_y.device)
     classes = pretrain["classes"] or list(range(dataset.num_classes))
     (task,) = build_stream(
         dataset,
@@ -63,6 +70,8 @@ def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -
         seed=config["seed"],
         order=classes,
         standardize=config["benchmark"]["standardize"],
+        inputs=inputs,
+        device=device,
     ).tasks
     return replace(task, id=SOURCE, description=f"{pretrain['dataset']} {task.description}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -174,6 +175,19 @@ def _has(cfg: DictConfig, key: str) -> bool:
     return isinstance(node, DictConfig) and last in node.keys()  # noqa: SIM118 - `in node` misses ???
 
 
+def off_cluster(overrides: list[str]) -> str | None:
+    """One line where the SLURM launcher is asked for on a machine without SLURM
+    (submitit would raise 'Could not detect "srun"' with a traceback), else None."""
+    if "hydra/launcher=slurm" not in overrides or shutil.which("srun"):
+        return None
+    return (
+        "hydra/launcher=slurm needs a SLURM cluster, and this machine has no srun on PATH; "
+        "valid here: hydra/launcher=joblib (parallel runs on this machine) or "
+        "hydra/launcher=submitit_local (submitit's jobs, locally); on a cluster, run "
+        "lab-run from a login node"
+    )
+
+
 # The exit status of a single run (not a sweep), once hydra_main has run it
 _single_run_status: int | None = None
 
@@ -193,7 +207,8 @@ def _exit_without_teardown() -> None:
 
 def main() -> None:
     """`lab-run`: checks the override keys, then runs the Hydra app."""
-    problem = unknown_override([a for a in sys.argv[1:] if not a.startswith("-")])
+    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    problem = unknown_override(overrides) or off_cluster(overrides)
     if problem:
         print(f"lab-run: error: {problem}", file=sys.stderr)
         sys.exit(2)

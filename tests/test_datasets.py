@@ -64,8 +64,8 @@ def test_mnist_family_reads_torchvision_layout_and_flat_root(tmp_path, offline, 
     arrays = write_mnist_like(tmp_path / subdir, compress=(name != "mnist"))
     data = load_dataset(name, tmp_path)
     assert data.train_x.shape == (30, 1, 28, 28) and data.test_x.shape == (20, 1, 28, 28)
-    assert data.train_x.dtype == torch.float32 and data.train_y.dtype == torch.int64
-    expected = torch.from_numpy(arrays["train_images"].astype(np.float32) / 255).unsqueeze(1)
+    assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64  # stored once
+    expected = torch.from_numpy(arrays["train_images"].astype(np.uint8)).unsqueeze(1)
     torch.testing.assert_close(data.train_x, expected)
     assert data.test_y.tolist() == (np.arange(20) % 10).tolist()
 
@@ -101,8 +101,8 @@ def test_cifar10_pickled_batches(tmp_path, offline):
     assert data.train_x.shape == (20, 3, 32, 32) and data.test_x.shape == (4, 3, 32, 32)
     assert data.train_y.tolist() == [0, 3, 5, 9] * 5
     # channel-first layout: the first 1024 bytes of a row are the red plane
-    red = torch.from_numpy(images["test_batch"][1, :1024].reshape(32, 32).astype(np.float32))
-    torch.testing.assert_close(data.test_x[1, 0], red / 255)
+    red = torch.from_numpy(images["test_batch"][1, :1024].reshape(32, 32).astype(np.uint8))
+    torch.testing.assert_close(data.test_x[1, 0], red)
 
 
 def test_missing_cifar10_is_one_clear_error(tmp_path, offline):

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lab.analysis.cka import cka_probe_set, drift, layer_grams
 from lab.analysis.probe import probe_slice, probe_tasks
-from lab.data import Stream
+from lab.data import Images, Stream
 from lab.models import Classifier
 
 
@@ -36,7 +36,7 @@ class Analysis:
     seed: int = 0
     stream: Stream | None = None
     _slices: list[Tensor] = field(default_factory=list)
-    _cka_x: Tensor | None = None
+    _cka_x: list[Images] | None = None  # the CKA probe set, made on demand
     _reference: dict[str, Tensor] = field(default_factory=dict)
 
     @property

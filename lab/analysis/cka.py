@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lab.data import Task
+from lab.data import Images, Task
 from lab.finetune import layer_groups
 from lab.models import Classifier
 
@@ -38,34 +38,44 @@ def cka(gram_x: Tensor, gram_y: Tensor) -> float:
     return (hsic / norm).item() if norm > 0 else float("nan")
 
 
-def cka_probe_set(tasks: list[Task], samples: int, seed: int) -> Tensor:
-    """`samples` test images drawn evenly from the tasks, with the run's seed."""
+def cka_probe_set(tasks: list[Task], samples: int, seed: int) -> list[Images]:
+    """`samples` test images drawn evenly from the tasks, with the run's seed: each task's
+    draw, made on demand (lab.data.Images) when the layers read it."""
     generator = torch.Generator().manual_seed(seed)
     per_task = [samples // len(tasks) + (i < samples % len(tasks)) for i in range(len(tasks))]
     picks = []
     for task, k in zip(tasks, per_task, strict=True):
         index = torch.randperm(len(task.test_x), generator=generator)[:k]
-        picks.append(task.test_x[index.to(task.test_x.device)])
-    return torch.cat(picks)
+        picks.append(task.test_x.select(index.to(task.test_y.device)))
+    return picks
 
 
 @torch.inference_mode()
-def layer_grams(model: Classifier, x: Tensor) -> dict[str, Tensor]:
-    """The centered Gram matrix of each layer group's output on x, by group name."""
-    outputs: dict[str, Tensor] = {}
-    hooks = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, out))
-        for name, module in layer_groups(model)
-    ]
+def layer_grams(
+    model: Classifier, x: list[Images] | Tensor, batch_size: int = 512
+) -> dict[str, Tensor]:
+    """The centered Gram matrix of each layer group's output on the images x, by group
+    name; the images are made and read in batches, each group's outputs kept in float32."""
+    outputs: dict[str, list[Tensor]] = {}
+
+    def keep(name: str):
+        def hook(_module, _inputs, out):
+            outputs.setdefault(name, []).append(out.float().reshape(len(out), -1))
+
+        return hook
+
+    hooks = [group.output.register_forward_hook(keep(name)) for name, group in layer_groups(model)]
     was_training = model.training
     model.eval()
     try:
-        model.backbone(x)
+        for images in x if isinstance(x, list) else [x]:
+            for start in range(0, len(images), batch_size):
+                model.backbone(images[start : start + batch_size])
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return {name: centered_gram(out) for name, out in outputs.items()}
+    return {name: centered_gram(torch.cat(out)) for name, out in outputs.items()}
 
 
 def drift(model: Classifier, x: Tensor, reference: dict[str, Tensor]) -> dict[str, float]:

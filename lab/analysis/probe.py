@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from lab.data import Task
+from lab.data import Images, Task
 from lab.models import Classifier
 
 L2 = 1e-2
@@ -31,13 +31,21 @@ MAX_ITER = 25  # enough for the argmax: more moves a probe accuracy by < 0.3 poi
 
 
 @torch.inference_mode()
-def features(model: Classifier, x: Tensor, batch_size: int = 4096) -> Tensor:
-    """The backbone's output for `x`, the model left in the mode it was in."""
+def features(
+    model: Classifier, x: Images | Tensor, index: Tensor | None = None, batch_size: int = 512
+) -> Tensor:
+    """The backbone's output for x[index] (all of x for None), made and read batch by batch
+    (the images at the model's resolution never all at once), the model left in the mode
+    it was in."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model.backbone(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    n = len(x) if index is None else len(index)
+    parts = []
+    for i in range(0, n, batch_size):
+        rows = slice(i, i + batch_size) if index is None else index[i : i + batch_size]
+        parts.append(model.backbone(x[rows]).float())
     model.train(was_training)
-    return out.float()
+    return torch.cat(parts)
 
 
 @dataclass
@@ -109,7 +117,7 @@ def probe_tasks(model: Classifier, tasks: list[Task], slices: list[Tensor]) -> l
     Targets become 0..k-1 over the task's distinct targets (class-IL: its global ids)."""
     classes = [torch.unique(task.train_y) for task in tasks]
     probes = fit_probes(
-        [features(model, task.train_x[index]) for task, index in zip(tasks, slices, strict=True)],
+        [features(model, task.train_x, index) for task, index in zip(tasks, slices, strict=True)],
         [
             torch.searchsorted(c, t.train_y[i])
             for c, t, i in zip(classes, tasks, slices, strict=True)

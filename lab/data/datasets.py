@@ -1,9 +1,10 @@
 """Real image datasets as in-memory tensors.
 
-Every loader returns a `Dataset`: float32 images in [0, 1] shaped (N, C, H, W) and
-int64 labels, train and test. The files are read directly (IDX for the MNIST
-family, pickled batches for CIFAR-10), so the same code reads what torchvision
-downloads, what Debian ships and what the tests write.
+Every loader returns a `Dataset`: uint8 images (0..255) shaped (N, C, H, W), held once
+and made into model inputs batch by batch (lab.data.images), and int64 labels, train
+and test (digits, 8x8 in sixteenths, are float32 in [0, 1]). The files are read
+directly (IDX for the MNIST family, pickled batches for CIFAR-10), so the same code
+reads what torchvision downloads, what Debian ships and what the tests write.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ IDX_FILES = {
 @dataclass
 class Dataset:
     name: str
-    train_x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
+    train_x: torch.Tensor  # (N, C, H, W) uint8 (digits: float32 in [0, 1])
     train_y: torch.Tensor  # (N,) int64
     test_x: torch.Tensor
     test_y: torch.Tensor
@@ -51,8 +52,18 @@ class Dataset:
         return tuple(self.train_x.shape[1:])
 
     def to(self, device: torch.device | str) -> Dataset:
-        """The dataset on `device`: the one copy that every task built from it shares."""
-        move = {f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
+        """The dataset on `device`: the one copy that every task built from it shares.
+
+        Images that would take more than half of a GPU's free memory stay in host memory,
+        pinned, and each batch is moved when it is drawn (lab.data.images); labels move."""
+        device = torch.device(device)
+        images = ("train_x", "test_x")
+        move = {f: getattr(self, f).to(device) for f in ("train_y", "test_y")}
+        size = sum(getattr(self, f).nbytes for f in images)
+        if device.type == "cuda" and size > 0.5 * torch.cuda.mem_get_info(device)[0]:
+            move.update({f: getattr(self, f).pin_memory() for f in images})
+        else:
+            move.update({f: getattr(self, f).to(device) for f in images})
         return Dataset(self.name, **move)
 
 
@@ -140,10 +151,10 @@ def _idx_dir(candidates: list[Path]) -> Path | None:
 
 
 def _images(array: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W) or (N, H, W, C) -> float32 (N, C, H, W) in [0, 1]."""
+    """uint8 (N, H, W) or (N, H, W, C) -> uint8 (N, C, H, W)."""
     x = torch.from_numpy(array.copy())
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return x.contiguous().float().div_(255.0)
+    return x.contiguous()
 
 
 def load_idx_dataset(name: str, directory: Path, cache: Path | None = None) -> Dataset:
@@ -246,9 +257,9 @@ def load_cifar10(root: Path) -> Dataset:
     test_x, test_y = _read_cifar_batches(test_files)
     return Dataset(
         name="cifar10",
-        train_x=torch.from_numpy(train_x).float().div_(255.0),
+        train_x=torch.from_numpy(train_x),
         train_y=torch.from_numpy(train_y),
-        test_x=torch.from_numpy(test_x).float().div_(255.0),
+        test_x=torch.from_numpy(test_x),
         test_y=torch.from_numpy(test_y),
     )
 

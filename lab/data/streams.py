@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from lab.data.datasets import Dataset
-from lab.data.images import Images, permutation, rotation
+from lab.data.images import Images, permutation, rotation, to_float
+from lab.data.inputs import ModelInputs
 
 SCENARIOS = ("task", "domain", "class")
 STREAMS = ("split", "permuted", "rotated")
@@ -80,6 +81,31 @@ def _targets(labels: torch.Tensor, classes: list[int], global_classes: list[int]
     return lookup[labels]
 
 
+# Above this many values the statistics are summed in chunks (CIFAR-100's training set at
+# 32 px has 154M; a whole float copy of ImageNet-R at 224 px would take 14 GB).
+WHOLE_STATISTICS = 200_000_000
+
+
+def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (unbiased) of stored images (N, C, H, W), in [0, 1] units,
+    shaped (1, C, 1, 1). Small sets as one float32 reduction (bit for bit what the lab
+    always computed); large ones from float64 sums over chunks, never a whole float copy."""
+    if x.numel() <= WHOLE_STATISTICS:
+        whole = to_float(x)
+        return whole.mean(dim=(0, 2, 3), keepdim=True), whole.std(dim=(0, 2, 3), keepdim=True)
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for start in range(0, len(x), 1024):
+        chunk = to_float(x[start : start + 1024]).double()
+        total += chunk.sum(dim=(0, 2, 3)).cpu()
+        squares += chunk.square().sum(dim=(0, 2, 3)).cpu()
+    n = x.numel() // x.shape[1]
+    mean = total / n
+    std = ((squares - n * mean.square()) / (n - 1)).clamp_min(0).sqrt()
+    shape = (1, -1, 1, 1)
+    return mean.float().view(shape).to(x.device), std.float().view(shape).to(x.device)
+
+
 def build_stream(
     dataset: Dataset,
     stream: str,
@@ -91,14 +117,19 @@ def build_stream(
     identity_first: bool = True,
     angles: list[float] | None = None,
     standardize: bool = True,
+    inputs: ModelInputs | None = None,
+    device: torch.device | None = None,
 ) -> Stream:
     """Cut `dataset` into the tasks of `stream`, targets and heads laid out for `scenario`.
 
     The result depends only on the arguments: the same seed gives the same class order,
     permutations and tasks. `standardize` subtracts the training set's per-channel mean
     and divides by its std, once, after the permutation or rotation (so that a rotation
-    pads with background, not with the mean). The tasks share the dataset's tensors, on their
-    device, and make their images from them on demand (lab.data.images).
+    pads with background, not with the mean); a model with its own normalisation
+    (`inputs`: its size, channels, mean and std) replaces it. The tasks share the
+    dataset's tensors and make their images from them on demand (lab.data.images), on
+    `device` (default: the tensors' own; a dataset too large for the training device
+    stays in host memory and each batch moves).
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
@@ -110,9 +141,9 @@ def build_stream(
         rng = np.random.default_rng(seed)
         n_pixels = int(np.prod(dataset.image_shape))
         perms = [rng.permutation(n_pixels) for _ in range(num_tasks)]
-        perms = [torch.from_numpy(p).to(dataset.train_x.device) for p in perms]
+        perms = [torch.from_numpy(p).to(device or dataset.train_x.device) for p in perms]
         if identity_first:
-            perms[0] = torch.arange(n_pixels, device=dataset.train_x.device)
+            perms[0] = torch.arange(n_pixels, device=device or dataset.train_x.device)
         views = [
             (
                 list(range(K)),
@@ -139,9 +170,9 @@ def build_stream(
     train_x, test_x = dataset.train_x, dataset.test_x
     train_labels, test_labels = dataset.train_y, dataset.test_y
     mean = std = None
-    if standardize:
-        mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
-        std = train_x.std(dim=(0, 2, 3), keepdim=True)
+    if standardize and not (inputs is not None and inputs.normalises):
+        mean, std = channel_statistics(train_x)
+        mean, std = mean.to(device or train_x.device), std.to(device or train_x.device)
     tasks = []
     for t, (classes, global_classes, transform, description) in enumerate(views):
         wanted = torch.tensor(classes, device=train_labels.device)
@@ -155,9 +186,9 @@ def build_stream(
                 classes=classes,
                 global_classes=global_classes,
                 outputs=global_classes if scenario == "class" else list(range(len(classes))),
-                train_x=Images(train_x, train_rows, transform, mean, std),
+                train_x=Images(train_x, train_rows, transform, mean, std, inputs, device),
                 train_y=_targets(train_y, classes, global_classes, scenario),
-                test_x=Images(test_x, test_rows, transform, mean, std),
+                test_x=Images(test_x, test_rows, transform, mean, std, inputs, device),
                 test_y=_targets(test_y, classes, global_classes, scenario),
                 description=description,
             )

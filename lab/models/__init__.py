@@ -1,13 +1,68 @@
-"""Backbones (MLP, CNN) wrapped with the scenario's output heads."""
+"""Backbone families, wrapped with the scenario's output heads.
+
+A family is a class registered under its `model=` name. It is built from the stored
+image shape and its config options, and says what the rest of the lab needs to know:
+
+    backbone.out_features      the width of the features the heads read
+    backbone.inputs            what its inputs must look like (lab.data.inputs.ModelInputs)
+    backbone.layer_groups()    its parameters from input to output (lab.models.groups)
+    backbone.pretrained        whether it holds pre-trained weights (kept as loaded)
+    backbone.lora_targets()    optional: the layers LoRA adapts by default (all Linear/Conv2d)
+
+Adding a family is one module and one `register` call; nothing else in the lab asks
+which family it has.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
 
 from lab.models.classifier import INITIALISATIONS, SOURCE, Classifier, initialise
 from lab.models.cnn import CNN
 from lab.models.mlp import ACTIVATIONS, MLP
 from lab.models.resnet import ResNet18
 
-MODELS = ("mlp", "cnn", "resnet18")
+FAMILIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str, family: Callable[..., nn.Module]) -> None:
+    """Make `family` (a class taking the input shape and its options) model=`name`."""
+    FAMILIES[name] = family
+
+
+def _timm(*args, **options) -> nn.Module:
+    from lab.models.timm_backbone import TimmBackbone  # timm imports in ~1 s: only if asked
+
+    return TimmBackbone(*args, **options)
+
+
+register("mlp", MLP)
+register("cnn", CNN)
+register("resnet18", ResNet18)
+register("timm", _timm)
+MODELS = tuple(FAMILIES)
+
+
+def build_backbone(name: str, input_shape: tuple[int, int, int], **options) -> nn.Module:
+    """The backbone of family `name` for images stored as `input_shape` (C, H, W)."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(FAMILIES)}")
+    return FAMILIES[name](input_shape, **options)
+
+
+def attach_heads(
+    backbone: nn.Module, head_sizes: list[int], init: str = "default", source_classes: int = 0
+) -> Classifier:
+    """The backbone under one head per entry of head_sizes (and a head of
+    `source_classes` outputs for the pre-training source, if any), initialised by `init`
+    unless its weights are pre-trained (those are kept as loaded; the heads then keep
+    PyTorch's default initialisation)."""
+    model = Classifier(backbone, head_sizes, source_classes)
+    if not getattr(backbone, "pretrained", False):
+        initialise(model, init)
+    return model
 
 
 def build_model(
@@ -20,26 +75,20 @@ def build_model(
 ) -> Classifier:
     """The backbone `name` (built from `options`) with one head per entry of head_sizes
     (and a head of `source_classes` outputs for the pre-training source, if any)."""
-    if name == "mlp":
-        backbone = MLP(input_shape, **options)
-    elif name == "cnn":
-        backbone = CNN(input_shape, **options)
-    elif name == "resnet18":
-        backbone = ResNet18(input_shape, **options)
-    else:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODELS)}")
-    model = Classifier(backbone, head_sizes, source_classes)
-    if name != "resnet18" or backbone.weights is None:  # keep pre-trained weights as loaded
-        initialise(model, init)
-    return model
+    backbone = build_backbone(name, input_shape, **options)
+    return attach_heads(backbone, head_sizes, init, source_classes)
 
 
 __all__ = [
     "ACTIVATIONS",
+    "FAMILIES",
     "INITIALISATIONS",
     "MODELS",
     "SOURCE",
     "Classifier",
+    "attach_heads",
+    "build_backbone",
     "build_model",
     "initialise",
+    "register",
 ]

@@ -15,6 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lab.data.inputs import ModelInputs
+from lab.errors import WeightsError, brief
+from lab.models.groups import LayerGroup, sequential_groups
+
 
 class ResNet18(nn.Module):
     def __init__(
@@ -27,7 +31,16 @@ class ResNet18(nn.Module):
 
         super().__init__()
         self.weights = weights
-        net = torchvision.models.resnet18(weights=weights)
+        self.pretrained = weights is not None  # kept as loaded, not re-initialised
+        try:
+            net = torchvision.models.resnet18(weights=weights)
+        except Exception as error:  # noqa: BLE001 - offline: URLError; a cut file: others
+            raise WeightsError(
+                f"model.weights={weights}: torchvision's ResNet-18 weights could not be "
+                f"downloaded ({brief(error)}); run once with internet (torch caches them in "
+                f"{torch.hub.get_dir()}/checkpoints), or use model.weights=null, or "
+                "model=timm model.arch=resnet18.a1_in1k model.weights=PATH for a local file"
+            ) from None
         channels = input_shape[0]
         if small_input:
             net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -46,3 +59,9 @@ class ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    # images at their stored size, standardised with the training set's statistics
+    inputs = ModelInputs()
+
+    def layer_groups(self) -> list[LayerGroup]:
+        return sequential_groups(self.layers, "backbone.layers")

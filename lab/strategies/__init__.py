@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import math
 
 from lab.errors import ConfigError
 from lab.strategies.agem import AGEM
@@ -36,11 +37,17 @@ def check_hyperparameters(name: str, params: dict) -> None:
     if name not in STRATEGIES:
         raise ConfigError(f"strategy={name!r} is not a strategy; valid: {', '.join(STRATEGIES)}")
     valid = [p.rstrip("_") for p in inspect.signature(STRATEGIES[name]).parameters]
-    for key in params:
+    for key, value in params.items():
         if key not in valid:
             raise ConfigError(
                 f"strategy.{key} is not a hyperparameter of {name}; "
                 f"valid: {', '.join(valid) or 'none'}"
+            )
+        # nan compares false with every bound, so a strategy's own range check lets it in
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(
+                f"strategy.{key}={value} is invalid; valid: a finite number (a strength of "
+                "nan or inf makes every update non-finite)"
             )
 
 

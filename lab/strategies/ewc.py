@@ -87,12 +87,40 @@ def linear_forward(
     return output, inputs, outputs
 
 
+def per_sample_linear_sums(
+    delta: Tensor, a: Tensor, f, weights: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """sum_n w_n f(g_n) over the per-sample gradients g_n of a linear layer's weight and
+    bias, from the gradient delta at its output z = W a + b and its input a, for an
+    elementwise f with f(xy) = f(x) f(y) (square, abs).
+
+    With one position per sample (a: (n, in)), g_n = delta_n a_n^T, so the sum is
+    f(delta)^T f(a): no per-sample matrix is built. Where the layer reads a sequence
+    (a ViT's tokens: a (n, positions, in)), g_n = sum_p delta_np a_np^T is a sum, which
+    f does not split: the g_n are formed, a few samples at a time, and summed.
+    """
+    w = torch.ones(len(delta), device=delta.device) if weights is None else weights
+    if delta.dim() == 2:
+        fd = f(delta) * w[:, None]
+        return fd.T @ f(a), fd.sum(0)
+    delta, a = delta.flatten(1, -2), a.flatten(1, -2)  # (n, positions, features)
+    weight = delta.new_zeros(delta.shape[-1], a.shape[-1])
+    bias = delta.new_zeros(delta.shape[-1])
+    step = max(1, 2**25 // weight.numel())  # per-sample gradients of at most 128 MB
+    for i in range(0, len(delta), step):
+        g = torch.einsum("npo,npi->noi", delta[i : i + step], a[i : i + step])
+        weight += (f(g) * w[i : i + step, None, None]).sum(0)
+        bias += (f(delta[i : i + step].sum(1)) * w[i : i + step, None]).sum(0)
+    return weight, bias
+
+
 def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fisher) -> None:
     """Sum over the chunk of squared per-sample gradients of every nn.Linear in `linears`.
 
     For a linear layer z = W a + b the per-sample gradient is delta_n a_n^T, so
     sum_n (delta_n a_n^T)^2 = (delta^2)^T (a^2) elementwise: one ordinary backward pass
-    gives every delta_n (samples do not interact), and no per-sample matrix is built.
+    gives every delta_n (samples do not interact), and no per-sample matrix is built
+    (per_sample_linear_sums; for layers over token sequences, the exact sum of squares).
     """
     logits, inputs, outputs = linear_forward(model, x, head, linears)
     with torch.enable_grad():
@@ -104,11 +132,11 @@ def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fish
                 log_likelihood, [outputs[n] for n in linears], retain_graph=True
             )
         for name, delta in zip(linears, deltas, strict=True):
-            squared = delta.square() if weights is None else delta.square() * weights[:, None]
+            weight, bias = per_sample_linear_sums(delta, inputs[name], torch.square, weights)
             if f"{name}.weight" in fisher:
-                fisher[f"{name}.weight"] += squared.T @ inputs[name].square()
+                fisher[f"{name}.weight"] += weight
             if f"{name}.bias" in fisher:
-                fisher[f"{name}.bias"] += squared.sum(0)
+                fisher[f"{name}.bias"] += bias
 
 
 def _vmap_squared_grads(model, x, head, names, estimator, generator, y, fisher) -> None:
