@@ -51,7 +51,8 @@ def make_source(config: dict[str, Any], stream_dataset: Dataset | None = None) -
     if stream_dataset is not None and pretrain["dataset"] == config["benchmark"]["dataset"]:
         dataset = stream_dataset
     else:
-        dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
+        store_size = config["data"].get("store_size")
+        dataset = load_dataset(pretrain["dataset"], config["data"]["root"], store_size=store_size)
         if stream_dataset is not None:
             dataset = dataset.to(stream_dataset.train_x.device)
     classes = pretrain["classes"] or list(range(dataset.num_classes))

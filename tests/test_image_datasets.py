@@ -13,9 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
+from lab.config import validate
 from lab.data import datasets, decoded, folders
 from lab.data.datasets import load_dataset
-from lab.errors import DataFileError, DataNotFoundError
+from lab.errors import ConfigError, DataFileError, DataNotFoundError
+from lab.experiment import dataset_options, make_stream
 
 
 @pytest.fixture
@@ -386,3 +388,97 @@ def test_options_a_loader_does_not_take_are_left_out_unknown_ones_refused(tmp_pa
     assert data.image_shape == (3, 32, 32)
     with pytest.raises(TypeError, match="unknown dataset option 'store_sise'"):
         load_dataset("cifar100", tmp_path, store_sise=64)
+
+
+NEW = ["split_cifar100", "split_tinyimagenet", "split_imagenet_r", "split_cub200"]
+
+
+@pytest.mark.parametrize("benchmark", NEW)
+def test_the_benchmarks_are_10_tasks_of_their_classes(compose_cfg, benchmark):
+    config = validate(compose_cfg([f"benchmark={benchmark}"]))
+    b = config["benchmark"]
+    assert (b["stream"], b["num_tasks"], b["class_order"], b["shuffle_classes"]) == (
+        "split",
+        10,
+        None,
+        False,
+    )
+    assert datasets.NUM_CLASSES[b["dataset"]] in (100, 200)
+    assert config["data"]["store_size"] is None
+
+
+def test_split_cifar100_in_20_tasks_and_in_a_given_order(compose_cfg):
+    order = list(range(99, -1, -1))
+    config = validate(
+        compose_cfg(
+            ["benchmark=split_cifar100", "benchmark.num_tasks=20", f"benchmark.class_order={order}"]
+        )
+    )
+    assert config["benchmark"]["num_tasks"] == 20 and config["benchmark"]["class_order"] == order
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["benchmark=image_folder"],
+            "benchmark.root='???' is invalid; valid: the dataset's directory",
+        ),
+        (["benchmark=image_folder", "benchmark.root=null"], "benchmark.root=None is invalid"),
+        (
+            ["benchmark=image_folder", "benchmark.root=x", "benchmark.test_fraction=1.0"],
+            "benchmark.test_fraction=1.0 is invalid; valid: a number in (0, 1)",
+        ),
+        (["data.store_size=0"], "data.store_size=0 is invalid; valid: an integer >= 1 or null"),
+        (["data.store_size=big"], "data.store_size='big' is invalid"),
+        (
+            ["benchmark=split_cifar100", "benchmark.class_order=[0,100]"],
+            "benchmark.class_order=[0, 100] is invalid; valid: distinct classes of 0..99",
+        ),
+        (["benchmark=split_cub200", "benchmark.num_tasks=201"], "valid: 1..200"),
+        (
+            ["benchmark=split_cifar100", "+benchmark.split_seed=1"],
+            "benchmark.split_seed is not a key",
+        ),
+    ],
+)
+def test_bad_values_are_one_config_error(compose_cfg, overrides, message):
+    with pytest.raises(ConfigError) as error:
+        validate(compose_cfg(overrides))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_image_folder_options_reach_the_loader_and_its_classes_are_checked_when_counted(
+    compose_cfg, tmp_path
+):
+    folder = tmp_path / "set"
+    write_classes(folder, {"a": 2, "b": 2, "c": 2})
+    overrides = [
+        "benchmark=image_folder",
+        f"benchmark.root={folder}",
+        "benchmark.split_seed=4",
+        "benchmark.test_fraction=0.5",
+        "data.store_size=8",
+        f"data.root={tmp_path / 'data'}",
+    ]
+    # 7 is not a class, but that is known only once the folders are read
+    config = validate(
+        compose_cfg([*overrides, "benchmark.class_order=[0,7]", "benchmark.num_tasks=2"])
+    )
+    assert dataset_options(config) == {
+        "store_size": 8,
+        "folder": str(folder),
+        "test_fraction": 0.5,
+        "split_seed": 4,
+    }
+    with pytest.raises(
+        ConfigError,
+        match=r"benchmark.class_order=\[0, 7\] is invalid; valid: distinct classes of 0..2",
+    ):
+        make_stream(config)
+    config = validate(compose_cfg([*overrides, "benchmark.num_tasks=5"]))
+    with pytest.raises(ConfigError, match="benchmark.num_tasks=5 is invalid; valid: 1..3"):
+        make_stream(config)
+    # loaded as asked: half of each class's two images in the test set, cached at 8 px
+    (cache,) = (tmp_path / "data" / "decoded").glob("image_folder-test-8px.*.npy")
+    assert np.load(cache).shape == (3, 3, 8, 8)
