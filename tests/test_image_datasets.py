@@ -379,6 +379,18 @@ def test_the_cache_is_memory_mapped_and_a_damaged_one_is_decoded_again(tmp_path)
     assert cache.stat().st_size > 3 * 3 * 8 * 8
 
 
+def test_a_data_root_that_cannot_be_written_decodes_into_memory(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only (test)")
+
+    monkeypatch.setattr(decoded.tempfile, "mkstemp", refuse)
+    files = [write_image(tmp_path / f"{i}.png", i) for i in range(2)]
+    array = decoded.decoded_images(files, 8, tmp_path / "decoded", "set", "")
+    assert not isinstance(array, np.memmap)
+    np.testing.assert_array_equal(array, np.stack([pixels(f) for f in files]))
+    assert not any((tmp_path / "decoded").iterdir())
+
+
 # Options and config
 
 

@@ -268,7 +268,7 @@ CIFAR100_SIZE = 32
 
 def load_cifar100(root: Path, store_size: int | None = None) -> Dataset:
     """CIFAR-100's fine labels (100 classes) from cifar-100-python/{train,test} (as
-    torchvision downloads it), uint8. At its native 32 x 32 it is read into memory (150 MB,
+    torchvision downloads it), uint8. At its native 32 x 32 it is read into memory (180 MB,
     a fraction of a second); at another store_size every image is resized once as
     lab.data.decoded resizes files, and cached."""
     directory = root / "cifar-100-python"
