@@ -198,6 +198,10 @@ def string_list(key: str, value: Any) -> None:
         _fail(key, value, "a list of strings, e.g. [baseline,fmnist]")
 
 
+DATA = {
+    "root": string,
+    "store_size": integer(minimum=1, optional=True),  # images' stored side (lab.data.decoded)
+}
 LOGGER = {
     "none": {"name": anything},
     "wandb": {
@@ -257,38 +261,30 @@ def _check_group_name(group: str, values: Any, valid: Iterable[str]) -> str:
     return name
 
 
+# Keys that one dataset's benchmarks have beyond their stream's
+DATASET_BENCHMARK = {
+    "image_folder": {
+        "root": string,
+        "test_fraction": number(0.0, 1.0, low_open=True),
+        "split_seed": integer(minimum=0),
+    },
+}
+
+
 def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
     stream = b.get("stream")
     one_of(STREAMS)("benchmark.stream", stream)
-    _check_group("benchmark", b, BENCHMARK[stream])
-    num_classes = NUM_CLASSES[b["dataset"]]
+    _check_group(
+        "benchmark", b, {**BENCHMARK[stream], **DATASET_BENCHMARK.get(b.get("dataset"), {})}
+    )
+    if b.get("root") == "???":
+        _fail(
+            "benchmark.root",
+            "???",
+            "the dataset's directory, e.g. benchmark.root=~/data/flowers102",
+        )
     if stream == "split":
-        order = b.get("class_order")
-        if order is not None and (
-            not isinstance(order, list)
-            or len(set(order)) != len(order)
-            or not set(order) <= set(range(num_classes))
-        ):
-            _fail(
-                "benchmark.class_order",
-                order,
-                f"distinct classes of 0..{num_classes - 1} (all of them, or the subset the "
-                "stream uses), or null",
-            )
-        used = len(order) if order is not None else num_classes
-        if b["num_tasks"] > used:
-            _fail(
-                "benchmark.num_tasks",
-                b["num_tasks"],
-                f"1..{used} (the stream has {used} classes)",
-            )
-        if scenario == "domain" and used % b["num_tasks"]:
-            _fail(
-                "benchmark.num_tasks",
-                b["num_tasks"],
-                f"a divisor of {used} in "
-                "domain-IL (the shared head needs the same number of classes in every task)",
-            )
+        check_split(b, scenario, NUM_CLASSES[b["dataset"]])
     angles = b.get("angles")
     if (
         stream == "rotated"
@@ -300,6 +296,35 @@ def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
         )
     ):
         _fail("benchmark.angles", angles, f"null or a list of {b['num_tasks']} angles in degrees")
+
+
+def check_split(b: dict[str, Any], scenario: str, num_classes: int | None) -> None:
+    """A split stream's class_order and num_tasks against the dataset's number of classes.
+    With None (image_folder: counted from its folders when it is loaded) only what is known
+    without it is checked; lab.experiment checks again with the count."""
+    order = b.get("class_order")
+    if order is not None and (
+        not isinstance(order, list)
+        or len(set(order)) != len(order)
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in order)
+        or (num_classes is not None and not set(order) <= set(range(num_classes)))
+    ):
+        classes = "the dataset's classes" if num_classes is None else f"0..{num_classes - 1}"
+        _fail(
+            "benchmark.class_order",
+            order,
+            f"distinct classes of {classes} (all of them, or the subset the stream uses), or null",
+        )
+    used = len(order) if order is not None else num_classes
+    if used is not None and b["num_tasks"] > used:
+        _fail("benchmark.num_tasks", b["num_tasks"], f"1..{used} (the stream has {used} classes)")
+    if used is not None and scenario == "domain" and used % b["num_tasks"]:
+        _fail(
+            "benchmark.num_tasks",
+            b["num_tasks"],
+            f"a divisor of {used} in "
+            "domain-IL (the shared head needs the same number of classes in every task)",
+        )
 
 
 def class_list(key: str, value: Any) -> None:
@@ -339,7 +364,7 @@ def _check_pretrain(pretrain: dict[str, Any]) -> None:
         _check_group("pretrain.optimizer", pretrain["optimizer"], OPTIMIZER)
     if pretrain.get("dataset") is not None and pretrain.get("classes") is not None:
         labels = NUM_CLASSES[pretrain["dataset"]]
-        if max(pretrain["classes"]) >= labels:
+        if labels is not None and max(pretrain["classes"]) >= labels:
             _fail("pretrain.classes", pretrain["classes"], f"labels of 0..{labels - 1}")
 
 
@@ -490,7 +515,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_engine(config)
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
-    _check_group("data", config["data"], {"root": string})
+    _check_group("data", config["data"], DATA)
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])
     return config

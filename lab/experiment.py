@@ -25,7 +25,9 @@ from lab import finetune as ft
 from lab.analysis import Analysis, build_analysis
 from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
+from lab.config import check_split
 from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
+from lab.data.datasets import NUM_CLASSES
 from lab.data.inputs import ModelInputs
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError, LabError
@@ -56,6 +58,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def dataset_options(config: dict[str, Any]) -> dict[str, Any]:
+    """The loader options of a config (lab.data.load_dataset): data.store_size, and an
+    image_folder benchmark's root (the loader's folder), test_fraction and split_seed."""
+    b = config["benchmark"]
+    options = {"store_size": config["data"].get("store_size")}
+    if "root" in b:
+        options["folder"] = b["root"]
+    options.update({k: b[k] for k in ("test_fraction", "split_seed") if k in b})
+    return options
+
+
 def make_stream(
     config: dict[str, Any],
     dataset: Dataset | None = None,
@@ -65,7 +78,11 @@ def make_stream(
     """The benchmark's stream, cut from `dataset` (loaded here when not given), its images
     made as `inputs` (the model's) says, on `device`."""
     b = config["benchmark"]
-    dataset = dataset or load_dataset(b["dataset"], config["data"]["root"])
+    dataset = dataset or load_dataset(
+        b["dataset"], config["data"]["root"], **dataset_options(config)
+    )
+    if b["stream"] == "split" and NUM_CLASSES[b["dataset"]] is None:
+        check_split(b, config["scenario"], dataset.num_classes)  # counted only now
     stream = build_stream(
         dataset,
         stream=b["stream"],
@@ -92,7 +109,9 @@ def build(
     """The stream (on `device`), model and strategy of a config. Seed first: the model's
     initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
     builds its own (lab.avalanche.strategies)."""
-    dataset = load_dataset(config["benchmark"]["dataset"], config["data"]["root"]).to(device)
+    dataset = load_dataset(
+        config["benchmark"]["dataset"], config["data"]["root"], **dataset_options(config)
+    ).to(device)
     model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
     backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
     inputs = backbone.inputs

@@ -58,7 +58,8 @@ def make_source(
     if stream_dataset is not None and pretrain["dataset"] == config["benchmark"]["dataset"]:
         dataset = stream_dataset
     else:
-        dataset = load_dataset(pretrain["dataset"], config["data"]["root"])
+        store_size = config["data"].get("store_size")
+        dataset = load_dataset(pretrain["dataset"], config["data"]["root"], store_size=store_size)
         if stream_dataset is not None:
             dataset = dataset.to(device or stream_dataset.train_y.device)
     classes = pretrain["classes"] or list(range(dataset.num_classes))

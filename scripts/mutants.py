@@ -548,6 +548,115 @@ MUTANTS = [
         "    if False:",
         ["tests/test_datasets.py::test_gzipped_files_are_decoded_once_into_data_root"],
     ),
+    # the larger image datasets and their decode-once cache (issue 26)
+    Mutant(
+        "cifar100-coarse-labels",
+        "lab/data/datasets.py",
+        'label_key=b"fine_labels"',
+        'label_key=b"coarse_labels"',
+        [
+            "tests/test_image_datasets.py::test_cifar100_reads_torchvisions_pickles_as_uint8_with_fine_labels"
+        ],
+    ),
+    Mutant(
+        "decoded-images-cache-ignored",
+        "lab/data/decoded.py",
+        "    if path.is_file():",
+        "    if False:",
+        ["tests/test_image_datasets.py::test_images_are_decoded_once_and_memory_mapped_after"],
+    ),
+    Mutant(
+        "decoded-images-key-without-mtime",
+        "lab/data/decoded.py",
+        "{stat.st_size}:{stat.st_mtime_ns}",
+        "{stat.st_size}",
+        ["tests/test_image_datasets.py::test_images_are_decoded_once_and_memory_mapped_after"],
+    ),
+    Mutant(
+        "decoded-images-temp-left-behind",
+        "lab/data/decoded.py",
+        "    finally:\n        Path(tmp).unlink(missing_ok=True)",
+        "    except DataFileError:\n        raise",
+        ["tests/test_image_datasets.py::test_a_truncated_jpeg_is_named_in_one_line"],
+    ),
+    Mutant(
+        "resize-nearest",
+        "lab/data/decoded.py",
+        "image.resize((size, size), Image.Resampling.BILINEAR)",
+        "image.resize((size, size), Image.Resampling.NEAREST)",
+        ["tests/test_image_datasets.py::test_decoding_by_hand_rgb_and_a_direct_bilinear_resize"],
+    ),
+    Mutant(
+        "resize-centre-crop",  # shorter side to size, then the centre
+        "lab/data/decoded.py",
+        "image.resize((size, size), Image.Resampling.BILINEAR)",
+        '__import__("PIL.ImageOps").ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)',
+        ["tests/test_image_datasets.py::test_decoding_by_hand_rgb_and_a_direct_bilinear_resize"],
+    ),
+    Mutant(
+        "damaged-image-raises",
+        "lab/data/decoded.py",
+        "    except Exception as error:  # noqa: BLE001 - a damaged file",
+        "    except ImportError as error:  # noqa: BLE001 - a damaged file",
+        ["tests/test_image_datasets.py::test_a_truncated_jpeg_is_named_in_one_line"],
+    ),
+    Mutant(
+        "split-seed-ignored",
+        "lab/data/folders.py",
+        "np.random.default_rng([seed, zlib.crc32(name.encode())])",
+        "np.random.default_rng([0, zlib.crc32(name.encode())])",
+        [
+            "tests/test_image_datasets.py::test_image_folder_in_one_folder_is_split_per_class_by_its_seed"
+        ],
+    ),
+    Mutant(
+        "split-floors-the-test-share",
+        "lab/data/folders.py",
+        "int(len(files) * test_fraction + 0.5)",
+        "int(len(files) * test_fraction)",
+        [
+            "tests/test_image_datasets.py::test_imagenet_r_is_split_80_20_per_class_with_a_fixed_seed"
+        ],
+    ),
+    Mutant(
+        "cub-split-inverted",
+        "lab/data/folders.py",
+        'is_train[image_id] == "1"',
+        'is_train[image_id] == "0"',
+        ["tests/test_image_datasets.py::test_cub200_keeps_its_own_split_with_labels_from_0"],
+    ),
+    Mutant(
+        "cub-labels-from-1",
+        "lab/data/folders.py",
+        "int(labels[image_id]) - 1",
+        "int(labels[image_id])",
+        ["tests/test_image_datasets.py::test_cub200_keeps_its_own_split_with_labels_from_0"],
+    ),
+    Mutant(
+        "tinyimagenet-wnids-in-file-order",
+        "lab/data/folders.py",
+        'wnids = sorted(row[0] for row in _lines(directory / "wnids.txt", 1))',
+        'wnids = [row[0] for row in _lines(directory / "wnids.txt", 1)]',
+        ["tests/test_image_datasets.py::test_tinyimagenet_train_and_labelled_val"],
+    ),
+    Mutant(
+        "store-size-not-passed",
+        "lab/experiment.py",
+        'options = {"store_size": config["data"].get("store_size")}',
+        "options = {}",
+        [
+            "tests/test_image_datasets.py::test_image_folder_options_reach_the_loader_and_its_classes_are_checked_when_counted"
+        ],
+    ),
+    Mutant(
+        "image-folder-classes-never-checked",
+        "lab/experiment.py",
+        'check_split(b, config["scenario"], dataset.num_classes)  # counted only now',
+        "pass",
+        [
+            "tests/test_image_datasets.py::test_image_folder_options_reach_the_loader_and_its_classes_are_checked_when_counted"
+        ],
+    ),
     Mutant(
         "wandb-imported-by-every-run",
         "lab/tracking/wandb_run.py",

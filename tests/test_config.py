@@ -35,6 +35,8 @@ def test_every_option_of_every_group_composes(compose_cfg, group):
         extra = [f"engine={'avalanche' if name in AVALANCHE_ONLY else 'lab'}"]
         if group == "pretrain" and name == "file":
             extra.append("pretrain.path=weights.pt")  # mandatory
+        if group == "benchmark" and name == "image_folder":
+            extra.append("benchmark.root=flowers")  # mandatory
         config = validate(compose_cfg([f"{group}={name}", *extra]))
         assert config[group]["name"] == name
 

@@ -1,16 +1,17 @@
-"""Real image datasets as in-memory tensors.
+"""Real image datasets as tensors, and the registry of loaders.
 
-Every loader returns a `Dataset`: uint8 images (0..255) shaped (N, C, H, W), held once
-and made into model inputs batch by batch (lab.data.images), and int64 labels, train
-and test (digits, 8x8 in sixteenths, are float32 in [0, 1]). The files are read
-directly (IDX for the MNIST family, pickled batches for CIFAR-10), so the same code
-reads what torchvision downloads, what Debian ships and what the tests write.
+Every loader returns a `Dataset`: uint8 images shaped (N, C, H, W), held once and made
+into model inputs batch by batch (lab.data.images), and int64 labels, train and test. The files are read directly (IDX for the MNIST family, pickled batches for CIFAR,
+folders of image files in lab.data.folders), so the same code reads what torchvision
+downloads, what Debian ships and what the tests write. The large sets are decoded once
+into data.root/decoded/ and memory-mapped from there (lab.data.decoded).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import os
 import pickle
 import tempfile
@@ -18,14 +19,16 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from lab.data import folders
+from lab.data.decoded import DECODED, cached_images, resize
 from lab.errors import DataFileError, DataNotFoundError, brief
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DECODED = "decoded"  # data.root's folder of decompressed copies of gzipped IDX files
 
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -37,8 +40,11 @@ IDX_FILES = {
 
 @dataclass
 class Dataset:
+    """A dataset's train and test sets. Images: uint8 (N, C, H, W) in 0..255 (memory-mapped
+    where the set is large), or float32 in [0, 1] for digits."""
+
     name: str
-    train_x: torch.Tensor  # (N, C, H, W) uint8 (digits: float32 in [0, 1])
+    train_x: torch.Tensor  # (N, C, H, W) uint8 0..255, or float32 in [0, 1]
     train_y: torch.Tensor  # (N,) int64
     test_x: torch.Tensor
     test_y: torch.Tensor
@@ -227,14 +233,16 @@ def load_kmnist(root: Path) -> Dataset:
     return _mnist_family("kmnist", "KMNIST", root, [])
 
 
-def _read_cifar_batches(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batches(
+    files: list[Path], label_key: bytes = b"labels"
+) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for file in files:
         try:
             with open(file, "rb") as f:
                 batch = pickle.load(f, encoding="bytes")
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+            labels.append(np.asarray(batch[label_key], dtype=np.int64))
         except Exception as error:  # noqa: BLE001 - unpickling garbage raises anything
             raise damaged(file, error) from None
     return np.concatenate(images), np.concatenate(labels)
@@ -264,6 +272,48 @@ def load_cifar10(root: Path) -> Dataset:
     )
 
 
+CIFAR100_SIZE = 32
+
+
+def load_cifar100(root: Path, store_size: int | None = None) -> Dataset:
+    """CIFAR-100's fine labels (100 classes) from cifar-100-python/{train,test} (as
+    torchvision downloads it), uint8. At its native 32 x 32 it is read into memory (180 MB,
+    a fraction of a second); at another store_size every image is resized once as
+    lab.data.decoded resizes files, and cached."""
+    directory = root / "cifar-100-python"
+    files = {"train": directory / "train", "test": directory / "test"}
+    if not all(f.is_file() for f in files.values()):
+        failure = _torchvision_download("CIFAR100", root)
+        if not all(f.is_file() for f in files.values()):
+            raise DataNotFoundError(
+                f"cifar100: the pickles train and test are not in {directory} and the "
+                f"torchvision download of https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+                f" failed ({failure}). Put cifar-100-python/ in data.root={root}, or run once "
+                "online so that torchvision downloads it there"
+            )
+    size = store_size or CIFAR100_SIZE
+    arrays = {}
+    for split, file in files.items():
+        images, labels = _read_cifar_batches([file], label_key=b"fine_labels")
+        if size != CIFAR100_SIZE:
+            images = _resized(images, size, file, root / DECODED, f"cifar100-{split}")
+        arrays[split] = (torch.from_numpy(images), torch.from_numpy(labels))
+    return Dataset("cifar100", *arrays["train"], *arrays["test"])
+
+
+def _resized(images: np.ndarray, size: int, source: Path, cache: Path, name: str) -> np.ndarray:
+    from PIL import Image
+
+    return cached_images(
+        cache,
+        name,
+        [source],
+        size,
+        len(images),
+        lambda i: resize(Image.fromarray(images[i].transpose(1, 2, 0)), size),
+    )
+
+
 def load_digits(root: Path | None = None, test_fraction: float = 0.25) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1797 images, no download).
 
@@ -283,19 +333,56 @@ def load_digits(root: Path | None = None, test_fraction: float = 0.25) -> Datase
     return Dataset("digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx])
 
 
-# Known without loading, so that a config can be checked before any data is read.
-NUM_CLASSES = {"fashion_mnist": 10, "mnist": 10, "kmnist": 10, "cifar10": 10, "digits": 10}
+# Known without loading, so that a config can be checked before any data is read
+# (None: counted from the class folders when loaded)
+NUM_CLASSES: dict[str, int | None] = {
+    "fashion_mnist": 10,
+    "mnist": 10,
+    "kmnist": 10,
+    "cifar10": 10,
+    "digits": 10,
+    "cifar100": 100,
+    "tinyimagenet": 200,
+    "imagenet_r": 200,
+    "cub200": 200,
+    "image_folder": None,
+}
+# The side images are stored at when data.store_size is null, for the loaders that take it
+STORE_SIZE = {"cifar100": CIFAR100_SIZE, **folders.STORE_SIZE}
 
-LOADERS: dict[str, Callable[[Path], Dataset]] = {
+LOADERS: dict[str, Callable[..., Dataset]] = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": load_mnist,
     "kmnist": load_kmnist,
     "cifar10": load_cifar10,
     "digits": load_digits,
+    "cifar100": load_cifar100,
+    "tinyimagenet": folders.load_tinyimagenet,
+    "imagenet_r": folders.load_imagenet_r,
+    "cub200": folders.load_cub200,
+    "image_folder": folders.load_image_folder,
 }
 
 
-def load_dataset(name: str, root: str | Path) -> Dataset:
+def _options(loader: Callable[..., Dataset]) -> list[str]:
+    return list(inspect.signature(loader).parameters)[1:]  # all but root
+
+
+OPTIONS = sorted({option for loader in LOADERS.values() for option in _options(loader)})
+
+
+def load_dataset(name: str, root: str | Path, **options: Any) -> Dataset:
+    """The dataset `name`, read from (or downloaded into) `root`.
+
+    `options` are the loaders' keywords (store_size; image_folder's folder, test_fraction
+    and split_seed; ...). Those that `name`'s loader does not take are left out, so that a
+    caller can pass one dict whatever the dataset; a name that no loader takes is an error.
+    """
     if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(LOADERS)}")
-    return LOADERS[name](Path(root).expanduser())
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown dataset option {unknown[0]!r}; valid: {', '.join(OPTIONS)}")
+    loader = LOADERS[name]
+    taken = {k: v for k, v in options.items() if k in _options(loader)}
+    return loader(Path(root).expanduser(), **taken)
