@@ -173,13 +173,16 @@ def test_ewcs_fisher_over_token_sequences_equals_per_sample_gradients():
 
 
 def test_bf16_on_the_cpu_trains_within_a_point_of_fp32(fast_config, tmp_path):
-    full = run_experiment(fast_config("train.precision=fp32"), tmp_path / "fp32")
-    half = run_experiment(fast_config("train.precision=bf16"), tmp_path / "bf16")
+    # domain-IL: accuracies short of 0 and 1, where a precision could show
+    full = run_experiment(fast_config("scenario=domain", "train.precision=fp32"), tmp_path / "32")
+    half = run_experiment(fast_config("scenario=domain", "train.precision=bf16"), tmp_path / "16")
     assert half["precision"] == "bf16" and full["precision"] == "fp32"
-    assert half["acc_matrix"] != full["acc_matrix"]  # it did run in another precision
+    assert half["train_loss"] != full["train_loss"]  # it did run in another precision
     assert half["metrics"]["learning_acc"] > 0.9
-    for key in ("acc", "learning_acc", "avg_inc_acc"):
+    for key in ("acc", "learning_acc", "avg_inc_acc", "bwt"):
         assert abs(half["metrics"][key] - full["metrics"][key]) <= 0.01, key
+    for row_half, row_full in zip(half["acc_matrix"], full["acc_matrix"], strict=True):
+        assert max(abs(a - b) for a, b in zip(row_half, row_full, strict=True)) <= 0.02
 
 
 def test_auto_precision_is_fp32_on_the_cpu(fast_config, tmp_path):
@@ -187,7 +190,10 @@ def test_auto_precision_is_fp32_on_the_cpu(fast_config, tmp_path):
 
 
 def test_a_timm_run_resumes_to_the_same_matrix(fast_config, tmp_path, monkeypatch):
-    config = fast_config(*TIMM_FAST[len(FAST) :], "strategy=ewc", "finetune.mode=lora")
+    config = fast_config(
+        *TIMM_FAST[len(FAST) :], "scenario=task", "optimizer=adam", "strategy=ewc",
+        "strategy.lambda=10", "finetune.mode=lora",
+    )  # fmt: skip
     whole = run_experiment(config, tmp_path / "whole")
     with monkeypatch.context() as patch:
         interrupt_before_task(patch, "ewc", task_id=2)
@@ -195,7 +201,7 @@ def test_a_timm_run_resumes_to_the_same_matrix(fast_config, tmp_path, monkeypatc
             run_experiment(config, tmp_path / "cut")
     resumed = run_experiment(config, tmp_path / "cut")
     assert resumed["acc_matrix"] == whole["acc_matrix"]
-    assert resumed["metrics"]["learning_acc"] > 0.5  # it learned: compared models, not noise
+    assert resumed["metrics"]["learning_acc"] > 0.9  # it learned: compared models, not noise
 
 
 @pytest.mark.parametrize("when", ["at compile", "at the first call"])
@@ -232,12 +238,12 @@ def test_resnet18_weights_offline_is_one_line(fast_config, tmp_path, monkeypatch
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
-SHORT = ["logger=none", "train.iterations=15", "eval.samples_per_task=100"]
+SHORT = ["logger=none", "train.iterations=30", "eval.samples_per_task=200", "optimizer=adam"]
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    "regime", [["finetune.mode=lora"], ["strategy=ewc", "strategy.fisher_samples=200"]]
+    "regime", [["finetune.mode=lora"], ["strategy=ewc", "strategy.lambda=10", "strategy.fisher_samples=200"]]
 )
 def test_lab_run_trains_a_timm_vit_on_split_fashion_mnist(tmp_path, regime):
     done = lab_run(*VIT, *SHORT, *regime, "hydra.run.dir=run", cwd=tmp_path)
@@ -246,7 +252,7 @@ def test_lab_run_trains_a_timm_vit_on_split_fashion_mnist(tmp_path, regime):
     assert results["status"] == "complete" and results["benchmark"] == "split_fmnist"
     matrix = results["acc_matrix"]
     assert len(matrix) == 5 and all(len(row) == 5 for row in matrix)
-    assert min(matrix[i][i] for i in range(5)) > 0.5  # each task learned, 28 px made 32 px RGB
+    assert min(matrix[i][i] for i in range(5)) > 0.8  # each task learned, 28 px made 32 px RGB
 
 
 @pytest.mark.e2e

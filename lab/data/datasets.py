@@ -1,9 +1,10 @@
 """Real image datasets as tensors, and the registry of loaders.
 
 Every loader returns a `Dataset`: uint8 images shaped (N, C, H, W), held once and made
-into model inputs batch by batch (lab.data.images), and int64 labels, train and test. The files are read directly (IDX for the MNIST family, pickled batches for CIFAR,
-folders of image files in lab.data.folders), so the same code reads what torchvision
-downloads, what Debian ships and what the tests write. The large sets are decoded once
+into model inputs batch by batch (lab.data.images), and int64 labels, train and test.
+The files are read directly (IDX for the MNIST family, pickled batches for CIFAR, folders
+of image files in lab.data.folders), so the same code reads what torchvision downloads,
+what Debian ships and what the tests write. The large sets are decoded once
 into data.root/decoded/ and memory-mapped from there (lab.data.decoded).
 """
 
