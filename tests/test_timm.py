@@ -242,9 +242,10 @@ SHORT = ["logger=none", "train.iterations=30", "eval.samples_per_task=200", "opt
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "regime", [["finetune.mode=lora"], ["strategy=ewc", "strategy.lambda=10", "strategy.fisher_samples=200"]]
-)
+EWC = ["strategy=ewc", "strategy.lambda=10", "strategy.fisher_samples=200"]
+
+
+@pytest.mark.parametrize("regime", [["finetune.mode=lora"], EWC], ids=["lora", "ewc"])
 def test_lab_run_trains_a_timm_vit_on_split_fashion_mnist(tmp_path, regime):
     done = lab_run(*VIT, *SHORT, *regime, "hydra.run.dir=run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
