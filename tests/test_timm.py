@@ -241,10 +241,10 @@ def test_resnet18_weights_offline_is_one_line(fast_config, tmp_path, monkeypatch
 SHORT = ["logger=none", "train.iterations=30", "eval.samples_per_task=200", "optimizer=adam"]
 
 
-@pytest.mark.e2e
 EWC = ["strategy=ewc", "strategy.lambda=10", "strategy.fisher_samples=200"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("regime", [["finetune.mode=lora"], EWC], ids=["lora", "ewc"])
 def test_lab_run_trains_a_timm_vit_on_split_fashion_mnist(tmp_path, regime):
     done = lab_run(*VIT, *SHORT, *regime, "hydra.run.dir=run", cwd=tmp_path)
