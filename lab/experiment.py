@@ -415,9 +415,9 @@ def run_experiment(
     results.json, acc_matrix.csv and the checkpoint are (re)written in `run_dir` after
     every task, so an interrupted run keeps every task it completed; a run that fails
     says so in results.json ("failed", with the error). acc_matrix.png is drawn when the
-    run ends, complete or not. With config["logger"]["name"] ==
-    "wandb" the run is mirrored to W&B under `run_name` and `group` (lab-run derives them
-    from the overrides and the sweep).
+    run ends, complete or not. With `config["logger"]["name"] == "wandb"` the run is
+    mirrored to W&B under `run_name` and `group` (lab-run derives them from the overrides
+    and the sweep).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
