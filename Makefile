@@ -2,6 +2,8 @@
 #   make run    the headline experiment: every method x 3 seeds on Split Fashion-MNIST,
 #               two runs at a time, then the report
 #   make test   lint and the test suite
+#   make docs   the manual (docs/, MkDocs) into site/, offline, strict: a warning fails it
+#   make notebook  run examples/quickstart.ipynb (on Split digits, seconds)
 # Both first make the project's own virtual environment, .venv, and install the project
 # into it. Only the venv is ever installed into, so they work with the system python3 of
 # Debian and Ubuntu (PEP 668 refuses pip outside a venv), a pyenv or conda Python, and
@@ -18,7 +20,7 @@ export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 unexport PYTHONPATH PYTHONHOME
 
-.PHONY: run test lint install system
+.PHONY: run test lint install system docs notebook
 
 run: $(INSTALLED)
 	$(BIN)/lab-run +ablation=methods hydra/launcher=joblib hydra.launcher.n_jobs=2
@@ -31,6 +33,14 @@ test: lint
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Material's notice about its successor is not a warning of this build
+docs: $(INSTALLED)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# executed in a scratch copy (the notebook in git keeps no outputs), on the venv's kernel
+notebook: $(INSTALLED)
+	$(BIN)/python scripts/run_notebook.py examples/quickstart.ipynb
 
 install: $(INSTALLED)
 
@@ -62,12 +72,12 @@ $(BIN)/python: | system
 $(INSTALLED): pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -m pip install -q --disable-pip-version-check uv; then \
 		echo "installing the project into $(VENV) with uv"; \
-		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' || { \
+		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,docs]' || { \
 			echo "uv failed (above); installing with pip instead"; \
-			$(BIN)/python -m pip install -q -e '.[dev]'; }; \
+			$(BIN)/python -m pip install -q -e '.[dev,docs]'; }; \
 	else \
 		echo "installing the project into $(VENV) with pip"; \
-		$(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev]'; \
+		$(BIN)/python -m pip install -q --upgrade pip && $(BIN)/python -m pip install -q -e '.[dev,docs]'; \
 	fi
 	$(BIN)/python -m pip check
 	@touch $@

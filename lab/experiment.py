@@ -31,7 +31,7 @@ from lab.data.datasets import NUM_CLASSES
 from lab.data.inputs import ModelInputs
 from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
 from lab.errors import ConfigError, LabError
-from lab.models import Classifier, attach_heads, build_backbone
+from lab.models import Classifier, attach_heads, backbone_inputs, build_backbone
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.precision import compile_backbone, resolve_precision
 from lab.preemption import Stopped, held
@@ -103,6 +103,17 @@ def make_stream(
     return stream
 
 
+def place_backbone(backbone: torch.nn.Module, device: torch.device) -> ModelInputs:
+    """The backbone laid out for `device`, and the inputs it then takes: on a GPU, a
+    convolutional backbone and its batches in channels-last order (cuDNN's NHWC kernels
+    are the fast ones); elsewhere as they are."""
+    inputs = backbone_inputs(backbone)
+    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in backbone.modules()):
+        backbone.to(memory_format=torch.channels_last)
+        inputs = dataclasses.replace(inputs, channels_last=True)
+    return inputs
+
+
 def build(
     config: dict[str, Any], device: torch.device
 ) -> tuple[Stream, Classifier, Strategy | None]:
@@ -114,11 +125,7 @@ def build(
     ).to(device)
     model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
     backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
-    inputs = backbone.inputs
-    if device.type == "cuda" and any(isinstance(m, torch.nn.Conv2d) for m in backbone.modules()):
-        # convolutions run faster in channels-last order on a GPU (cuDNN's NHWC kernels)
-        backbone = backbone.to(memory_format=torch.channels_last)
-        inputs = dataclasses.replace(inputs, channels_last=True)
+    inputs = place_backbone(backbone, device)
     stream = make_stream(config, dataset, inputs, device)
     source = make_source(config, dataset, inputs, device)
     if source is not None:
@@ -459,9 +466,9 @@ def run_experiment(
     results.json, acc_matrix.csv and the checkpoint are (re)written in `run_dir` after
     every task, so an interrupted run keeps every task it completed; a run that fails
     says so in results.json ("failed", with the error). acc_matrix.png is drawn when the
-    run ends, complete or not. With config["logger"]["name"] ==
-    "wandb" the run is mirrored to W&B under `run_name` and `group` (lab-run derives them
-    from the overrides and the sweep).
+    run ends, complete or not. With `config["logger"]["name"] == "wandb"` the run is
+    mirrored to W&B under `run_name` and `group` (lab-run derives them from the overrides
+    and the sweep).
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from lab.errors import ConfigError
-from lab.models import Classifier
+from lab.models import Classifier, backbone_groups
 from lab.models.groups import LayerGroup
 
 MODES = ("full", "freeze", "linear_probe", "lora")
@@ -58,7 +58,7 @@ class Finetune:
 def layer_groups(model: Classifier) -> list[tuple[str, LayerGroup]]:
     """(name, group) of the backbone's layer groups, from input to output, as its family
     groups them (lab.models.groups)."""
-    return [(group.name, group) for group in model.backbone.layer_groups()]
+    return [(group.name, group) for group in backbone_groups(model.backbone)]
 
 
 def _frozen_modules(model: Classifier, settings: Finetune) -> list[nn.Module | LayerGroup]:

@@ -1,7 +1,7 @@
 """Forgetting metrics computed from the accuracy matrix.
 
-R is the accuracy matrix: R[i][j] is the test accuracy on task j after training on
-tasks 0..i. b[j] is the accuracy on task j before any training on the stream.
+R is the accuracy matrix: `R[i][j]` is the test accuracy on task j after training on
+tasks 0..i. `b[j]` is the accuracy on task j before any training on the stream.
 With T tasks (indices from 0):
 
     acc          (Lopez-Paz & Ranzato 2017)  mean_j R[T-1][j]

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import psutil
+from measure import run_measured
 
 MARKS = (1, 10, 50, 100)  # the tasks whose times are printed
 
@@ -40,23 +38,12 @@ def run(tasks: int, strategy: str, extra: list[str], keep: Path | None) -> dict:
             f"hydra.run.dir={run_dir}",
             *extra,
         ]
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        watched, peak = psutil.Process(process.pid), 0
-        while process.poll() is None:
-            try:
-                peak = max(peak, watched.memory_info().rss)
-            except psutil.NoSuchProcess:
-                break
-            time.sleep(0.02)
-        wall = time.perf_counter() - started
-        if process.returncode != 0:
-            raise SystemExit(process.stderr.read().decode()[-2000:])
+        peak_gb, wall = run_measured(command)
         results = json.loads((Path(run_dir) / "results.json").read_text())
     per_task = results["timing"]["tasks"]
     return {
         "tasks": tasks,
-        "peak_gb": peak / 2**30,
+        "peak_gb": peak_gb,
         "wall_s": wall,
         "marks": [per_task[m - 1] for m in MARKS if m <= len(per_task)],
         "acc": results["metrics"]["acc"],

@@ -657,6 +657,95 @@ MUTANTS = [
             "tests/test_image_datasets.py::test_image_folder_options_reach_the_loader_and_its_classes_are_checked_when_counted"
         ],
     ),
+    # timm backbones, the model's inputs, precision and the new users' faults (issue 26)
+    Mutant(
+        "inputs-model-mean-ignored",
+        "lab/data/inputs.py",
+        "        if self.mean is not None:\n            mean = torch.tensor",
+        "        if False:\n            mean = torch.tensor",
+        ["tests/test_timm.py::test_resize_channels_and_normalisation_of_a_two_image_batch_by_hand"],
+    ),
+    Mutant(
+        "inputs-grey-not-expanded",
+        "lab/data/inputs.py",
+        "            x = x.expand(-1, self.channels, -1, -1)",
+        "            pass",
+        ["tests/test_timm.py::test_resize_channels_and_normalisation_of_a_two_image_batch_by_hand"],
+    ),
+    Mutant(
+        "inputs-nearest-for-bilinear",
+        "lab/data/inputs.py",
+        'if interpolation == "nearest":',
+        "if True:",
+        ["tests/test_timm.py::test_resize_channels_and_normalisation_of_a_two_image_batch_by_hand"],
+    ),
+    Mutant(
+        "fisher-tokens-sum-of-squares",  # the per-sample gradient over tokens is a sum
+        "lab/strategies/ewc.py",
+        "bias += (f(delta[i : i + step].sum(1)) * w[i : i + step, None]).sum(0)",
+        "bias += (f(delta[i : i + step]).sum(1) * w[i : i + step, None]).sum(0)",
+        ["tests/test_timm.py::test_ewcs_fisher_over_token_sequences_equals_per_sample_gradients"],
+    ),
+    Mutant(
+        "timm-classifier-in-the-module-tree",
+        "lab/models/timm_backbone.py",
+        'object.__setattr__(self, "pretrained_classifier", classifier)',
+        "self.pretrained_classifier = classifier",
+        ["tests/test_timm.py::test_a_weights_file_loads_bit_for_bit_with_its_classifier_aside"],
+    ),
+    Mutant(
+        "timm-lora-on-the-patch-embedding",
+        "lab/models/timm_backbone.py",
+        "if isinstance(module, nn.Linear | nn.Conv2d) and name != first",
+        "if isinstance(module, nn.Linear | nn.Conv2d)",
+        [
+            "tests/test_timm.py::test_lora_adapts_a_vits_attention_and_mlp_and_never_its_patch_embedding"
+        ],
+    ),
+    Mutant(
+        "timm-missing-keys-unchecked",  # a file of another architecture loads nothing
+        "lab/models/timm_backbone.py",
+        "            if missing:\n",
+        "            if False:\n",
+        ["tests/test_timm.py::test_a_weights_file_of_another_architecture_names_the_first_misfit"],
+    ),
+    Mutant(
+        "timm-groups-fine",  # timm's fine grouping: blocks and the final norm apart
+        "lab/models/timm_backbone.py",
+        "self.model.group_matcher(coarse=True)",
+        "self.model.group_matcher(coarse=False)",
+        [
+            "tests/test_timm.py::test_a_vits_layer_groups_follow_timms_grouping_and_freezing_keeps_them"
+        ],
+    ),
+    Mutant(
+        "precision-autocast-never",
+        "lab/precision.py",
+        '    if precision == "fp32":\n        return contextlib.nullcontext()',
+        "    if True:\n        return contextlib.nullcontext()",
+        ["tests/test_timm.py::test_bf16_on_the_cpu_trains_within_a_point_of_fp32"],
+    ),
+    Mutant(
+        "compile-failure-not-undone",
+        "lab/precision.py",
+        "        backbone._compiled_call_impl = None  # nn.Module.compile's switch, undone",
+        "        pass",
+        ["tests/test_timm.py::test_a_compile_failure_falls_back_in_one_line"],
+    ),
+    Mutant(
+        "non-finite-strength-accepted",
+        "lab/strategies/__init__.py",
+        "if isinstance(value, float) and not math.isfinite(value):",
+        "if False:",
+        ["tests/test_timm.py::test_a_new_users_faults_are_one_line[nan-strength]"],
+    ),
+    Mutant(
+        "slurm-off-cluster-unchecked",
+        "lab/run.py",
+        "problem = unknown_override(overrides) or off_cluster(overrides)",
+        "problem = unknown_override(overrides)",
+        ["tests/test_timm.py::test_a_new_users_faults_are_one_line[slurm-off-cluster]"],
+    ),
     Mutant(
         "wandb-imported-by-every-run",
         "lab/tracking/wandb_run.py",

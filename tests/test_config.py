@@ -37,6 +37,8 @@ def test_every_option_of_every_group_composes(compose_cfg, group):
             extra.append("pretrain.path=weights.pt")  # mandatory
         if group == "benchmark" and name == "image_folder":
             extra.append("benchmark.root=flowers")  # mandatory
+        if group == "model" and name == "timm":
+            extra.append("model.arch=test_vit")  # mandatory
         config = validate(compose_cfg([f"{group}={name}", *extra]))
         assert config[group]["name"] == name
 

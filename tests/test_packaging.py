@@ -32,9 +32,11 @@ def normalise(name: str) -> str:
 
 
 def declared() -> set[str]:
-    """The distributions pyproject.toml asks for, the dev extra included."""
+    """The distributions pyproject.toml asks for, the dev and docs extras included (make
+    install installs both)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
+    extras = project["optional-dependencies"]
+    requirements = project["dependencies"] + extras["dev"] + extras["docs"]
     return {normalise(re.split(r"[ ;<>=!~\[]", r, maxsplit=1)[0]) for r in requirements}
 
 

@@ -4,9 +4,13 @@ A family is a class registered under its `model=` name. It is built from the sto
 image shape and its config options, and says what the rest of the lab needs to know:
 
     backbone.out_features      the width of the features the heads read
-    backbone.inputs            what its inputs must look like (lab.data.inputs.ModelInputs)
-    backbone.layer_groups()    its parameters from input to output (lab.models.groups)
-    backbone.pretrained        whether it holds pre-trained weights (kept as loaded)
+    backbone.inputs            optional: what its inputs must look like (ModelInputs;
+                               default: as stored, standardised by the training set)
+    backbone.layer_groups()    optional: its parameters from input to output, in groups
+                               (lab.models.groups; default: each parameterised child of
+                               its nn.Sequential `layers`)
+    backbone.pretrained        optional: whether it holds pre-trained weights (kept as
+                               loaded; default: no)
     backbone.lora_targets()    optional: the layers LoRA adapts by default (all Linear/Conv2d)
 
 Adding a family is one module and one `register` call; nothing else in the lab asks
@@ -19,8 +23,10 @@ from collections.abc import Callable
 
 from torch import nn
 
+from lab.data.inputs import ModelInputs
 from lab.models.classifier import INITIALISATIONS, SOURCE, Classifier, initialise
 from lab.models.cnn import CNN
+from lab.models.groups import LayerGroup, sequential_groups
 from lab.models.mlp import ACTIVATIONS, MLP
 from lab.models.resnet import ResNet18
 
@@ -43,6 +49,18 @@ register("cnn", CNN)
 register("resnet18", ResNet18)
 register("timm", _timm)
 MODELS = tuple(FAMILIES)
+
+
+def backbone_inputs(backbone: nn.Module) -> ModelInputs:
+    """What the backbone's inputs must look like (its family's say, or as stored)."""
+    return getattr(backbone, "inputs", None) or ModelInputs()
+
+
+def backbone_groups(backbone: nn.Module) -> list[LayerGroup]:
+    """The backbone's layer groups from input to output (its family's say, or each
+    parameterised child of its `layers`)."""
+    groups = getattr(backbone, "layer_groups", None)
+    return groups() if groups is not None else sequential_groups(backbone.layers, "backbone.layers")
 
 
 def build_backbone(name: str, input_shape: tuple[int, int, int], **options) -> nn.Module:
@@ -87,6 +105,8 @@ __all__ = [
     "SOURCE",
     "Classifier",
     "attach_heads",
+    "backbone_groups",
+    "backbone_inputs",
     "build_backbone",
     "build_model",
     "initialise",

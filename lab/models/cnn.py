@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lab.data.inputs import ModelInputs
-from lab.models.groups import LayerGroup, sequential_groups
 from lab.models.mlp import ACTIVATIONS
 
 
@@ -38,9 +36,3 @@ class CNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
-
-    # images at their stored size, standardised with the training set's statistics
-    inputs = ModelInputs()
-
-    def layer_groups(self) -> list[LayerGroup]:
-        return sequential_groups(self.layers, "backbone.layers")

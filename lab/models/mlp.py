@@ -6,9 +6,6 @@ import math
 
 from torch import Tensor, nn
 
-from lab.data.inputs import ModelInputs
-from lab.models.groups import LayerGroup, sequential_groups
-
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
@@ -33,9 +30,3 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
-
-    # images at their stored size, standardised with the training set's statistics
-    inputs = ModelInputs()
-
-    def layer_groups(self) -> list[LayerGroup]:
-        return sequential_groups(self.layers, "backbone.layers")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lab.data.inputs import ModelInputs
 from lab.errors import WeightsError, brief
-from lab.models.groups import LayerGroup, sequential_groups
 
 
 class ResNet18(nn.Module):
@@ -59,9 +57,3 @@ class ResNet18(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
-
-    # images at their stored size, standardised with the training set's statistics
-    inputs = ModelInputs()
-
-    def layer_groups(self) -> list[LayerGroup]:
-        return sequential_groups(self.layers, "backbone.layers")
