@@ -14,6 +14,7 @@ import timm
 import torch
 from conftest import FAST
 from safetensors.torch import save_file
+from test_image_datasets import write_cifar100
 from test_resume import interrupt_before_task
 from test_run import lab_run
 
@@ -287,3 +288,18 @@ def test_a_new_users_faults_are_one_line(tmp_path, args, env, expected):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stderr[-3000:]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.e2e
+def test_lab_run_trains_a_timm_vit_on_a_tiny_split_cifar100_offline(tmp_path):
+    write_cifar100(tmp_path / "data", per_class=4)  # torchvision's layout, 100 classes
+    done = lab_run(
+        *VIT, "benchmark=split_cifar100", f"data.root={tmp_path / 'data'}", "logger=none",
+        "train.iterations=3", "hydra.run.dir=run", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "complete"
+    assert len(results["acc_matrix"]) == 10 and all(len(r) == 10 for r in results["acc_matrix"])
+    assert [t["classes"] for t in results["tasks"]][3] == list(range(30, 40))
+    assert [t["test_samples"] for t in results["tasks"]] == [10] * 10  # one per class
