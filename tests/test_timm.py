@@ -105,6 +105,10 @@ def test_resize_channels_and_normalisation_of_a_two_image_batch_by_hand():
             torch.testing.assert_close(x[n, c].double(), (grey - mean) / std, atol=1e-6, rtol=0)
     # the first image's corner: 0 -> (0 - 0.5) / 0.5 = -1 in the red channel
     assert x[0, 0, 0, 0].item() == pytest.approx(-1.0)
+    # a model without its own mean and std still gets three channels, unnormalised
+    plain = Images(base, inputs=ModelInputs(size=(4, 4), channels=3))[:]
+    assert plain.shape == (2, 3, 4, 4) and torch.equal(plain[:, 0], plain[:, 2])
+    torch.testing.assert_close(plain[1, 1].double(), w @ (base[1, 0].double() / 255) @ w.T)
     # rows drawn in another order make the same images: a batch is each image alone
     assert torch.equal(Images(base, inputs=inputs)[torch.tensor([1, 0])], x.flip(0))
 
@@ -118,6 +122,19 @@ def test_a_vits_layer_groups_follow_timms_grouping_and_freezing_keeps_them(fast_
         "backbone.model.cls_token+pos_embed+patch_embed",
         *[f"backbone.model.blocks.{i}" for i in range(5)],
         "backbone.model.blocks.5+norm",  # timm joins the final norm to the last block
+    ]
+    # convolutional networks: the stem, then each stage (timm's coarse grouping)
+    convnext = build_model("timm", (3, 32, 32), [10], arch="test_convnext")
+    stages = [f"backbone.model.stages.{i}" for i in range(4)]
+    assert [n for n, _ in ft.layer_groups(convnext)] == [
+        "backbone.model.stem",
+        *stages,
+        "backbone.model.head",  # head: its norm, before the fc
+    ]
+    resnet = build_model("timm", (3, 32, 32), [10], arch="test_resnet")
+    assert [n for n, _ in ft.layer_groups(resnet)] == [
+        "backbone.model.conv1+bn1",
+        *[f"backbone.model.layer{i}" for i in range(1, 5)],
     ]
     config = fast_config(
         *VIT, f"model.weights={path}", "train.epochs=2",
