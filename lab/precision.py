@@ -39,6 +39,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The autocast context of `precision` on `device` (nothing for fp32)."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=DTYPES[precision])
@@ -46,6 +47,7 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
     """fp16's loss scaler; a disabled one (scale 1, plain step) for the others."""
+    precision = resolve_precision(precision, device)
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 

@@ -12,7 +12,9 @@ from conftest import REPO
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-OWN = {"lab", "conftest", "wandb_records"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+OWN = {"lab", "conftest", "wandb_records"} | {
+    p.stem for folder in ("tests", "scripts") for p in (REPO / folder).glob("*.py")
+}  # the test modules, and the scripts' helpers (scripts/measure.py) beside them
 
 
 def imported_modules(folder: str) -> set[str]:

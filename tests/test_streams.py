@@ -205,8 +205,8 @@ def test_the_matrix_of_a_stream_made_on_demand_equals_that_of_its_materialised_c
 
     copies = materialised_images(digits, config["benchmark"], config["seed"])
 
-    def materialised_stream(config, dataset=None):
-        stream = make_stream(config, dataset)
+    def materialised_stream(config, dataset=None, inputs=None, device=None):
+        stream = make_stream(config, dataset, inputs, device)
         stream.tasks = [
             dataclasses.replace(task, train_x=train, test_x=test)
             for task, (train, test) in zip(stream.tasks, copies, strict=True)
