@@ -10,7 +10,10 @@ code then run against the copy (PYTHONPATH puts it first, also for the `lab-run`
 subprocesses of the tests). A mutant is killed when those tests fail, and survives when
 they pass: a survivor is a bug the suite would let through. The script prints one line
 per mutant and exits 1 if any survived, or if an edit no longer applies (the code it
-targets moved: update the mutant). It is a tool to run, not part of `make test`.
+targets moved: update the mutant). A mutant whose tests need a program that is not on
+PATH here (`needs`: pdflatex for the LaTeX ones) is "skipped", with "needs pdflatex" on
+its line: never run, never counted as survived. It is a tool to run, not part of
+`make test`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Mutant:
     old: str  # must occur exactly once in the file
     new: str
     tests: list[str]  # pytest node ids or files, run with -x
+    needs: tuple[str, ...] = ()  # programs the tests need (on PATH); skipped without them
 
 
 MUTANTS = [
@@ -81,8 +85,8 @@ MUTANTS = [
     Mutant(
         "si-displacement-from-the-last-step",
         "lab/strategies/si.py",
-        "contribution = omega / ((theta - self._start[n]).square() + self.eps)",
-        "contribution = omega / ((theta - self.anchor.get(n, theta)).square() + self.eps)",
+        "importance += self._omega[n] / ((theta - self._start[n]).square() + self.eps)",
+        "importance += self._omega[n] / ((theta - self.anchor.get(n, theta)).square() + self.eps)",
         [
             "tests/test_strategies.py::test_si_importance_is_the_path_integral_over_the_squared_displacement"
         ],
@@ -391,6 +395,7 @@ MUTANTS = [
         '    "_": r"\\_",\n',
         "",
         ["tests/test_report.py::test_table_tex_compiles_with_pdflatex"],
+        needs=("pdflatex",),
     ),
     Mutant(
         "figures-one-colour-for-all-bars",
@@ -602,7 +607,11 @@ def apply(mutant: Mutant, root: Path) -> str | None:
 
 
 def run(mutant: Mutant) -> tuple[str, float, str]:
-    """'killed', 'survived' or 'stale' (the edit no longer applies), seconds, detail."""
+    """'killed', 'survived', 'stale' (the edit no longer applies) or 'skipped' (a program
+    its tests need is missing here: never counted as survived), seconds, detail."""
+    missing = [program for program in mutant.needs if shutil.which(program) is None]
+    if missing:
+        return "skipped", 0.0, f"needs {', '.join(missing)} (not on PATH here)"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         root = Path(tmp)
@@ -622,6 +631,8 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
     lines = done.stdout.strip().splitlines()
     summary = lines[-1] if lines else done.stderr.strip()[-200:]
     if done.returncode == 0:
+        if " passed" not in summary:  # every test skipped: nothing was checked
+            return "error", elapsed, f"no test ran: {summary}"
         return "survived", elapsed, summary
     if done.returncode == 1:  # tests failed: the bug was seen
         failed = next((line for line in lines if line.startswith("FAILED")), summary)
@@ -637,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     known = {m.name: m for m in MUTANTS}
     if args.list:
         for m in MUTANTS:
-            print(f"{m.name:32} {m.path}")
+            needs = f"  (needs {', '.join(m.needs)})" if m.needs else ""
+            print(f"{m.name:32} {m.path}{needs}")
         return 0
     unknown = [n for n in args.names if n not in known]
     if unknown:
@@ -652,11 +664,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome, seconds, detail = run(mutant)
         outcomes.append(outcome)
         print(f"{outcome:9} {mutant.name:32} {seconds:6.1f} s  {detail}", flush=True)
-    survivors = outcomes.count("survived")
-    bad = len(outcomes) - outcomes.count("killed")
+    survivors, skipped = outcomes.count("survived"), outcomes.count("skipped")
+    bad = len(outcomes) - outcomes.count("killed") - skipped
     print(
         f"{len(chosen)} mutants: {outcomes.count('killed')} killed, {survivors} survived, "
-        f"{bad - survivors} stale or broken"
+        f"{bad - survivors} stale or broken, {skipped} skipped (a program they need is missing)"
     )
     return 1 if bad else 0
 
