@@ -583,6 +583,150 @@ MUTANTS = [
         '"lab.report",',
         ["tests/test_run.py::test_installed_wheel_finds_its_configs"],
     ),
+    # rehearsal (issue 27)
+    Mutant(
+        "reservoir-count-off-by-one",  # the k-th sample replaces with probability c/(k-1)
+        "lab/strategies/memory.py",
+        "self.offered + room + 1, self.offered + n + 1, dtype=torch.float64",
+        "self.offered + room, self.offered + n, dtype=torch.float64",
+        [
+            "tests/test_rehearsal.py::test_reservoir_keeps_the_nth_sample_with_probability_capacity_over_n"
+        ],
+    ),
+    Mutant(
+        "class-balanced-first-of-each-class",
+        "lab/strategies/memory.py",
+        "pick = index[torch.randperm(len(index), generator=generator)[:quota]]",
+        "pick = index[:quota]",
+        ["tests/test_rehearsal.py::test_class_balanced_draws_each_classs_share_uniformly"],
+    ),
+    Mutant(
+        "per-task-first-samples",
+        "lab/strategies/memory.py",
+        "pick = torch.randperm(len(task_data), generator=generator)[: self.capacity]",
+        "pick = torch.arange(len(task_data))[: self.capacity]",
+        ["tests/test_rehearsal.py::test_per_task_memory_draws_each_task_uniformly"],
+    ),
+    Mutant(
+        "memory-draws-from-the-global-rng",
+        "lab/strategies/memory.py",
+        "return torch.randint(len(self), (n,), generator=generator).to(self.data.y.device)",
+        "return torch.randint(len(self), (n,)).to(self.data.y.device)",
+        ["tests/test_rehearsal.py::test_a_memory_never_draws_from_the_global_rng"],
+    ),
+    Mutant(
+        "agem-reference-from-the-global-rng",
+        "lab/strategies/agem.py",
+        "index = torch.randperm(len(self.memory), generator=self.generator)[: self.sample_size]",
+        "index = torch.randperm(len(self.memory))[: self.sample_size]",
+        ["tests/test_rehearsal.py::test_a_memory_never_draws_from_the_global_rng"],
+    ),
+    Mutant(
+        "der-old-samples-get-new-logits",
+        "lab/strategies/memory.py",
+        "logits = self.logits[pick.to(source.y.device)] if key in old else None",
+        "logits = None",
+        [
+            "tests/test_rehearsal.py::test_der_class_balanced_logits_in_eval_mode_and_kept_by_old_samples"
+        ],
+    ),
+    Mutant(
+        "replay-batch-size-ignored",
+        "lab/strategies/replay.py",
+        "self.memory.sample(self.replay_batch_size or len(batch), self.generator)",
+        "self.memory.sample(len(batch), self.generator)",
+        ["tests/test_rehearsal.py::test_replay_batch_size_samples_join_each_batch"],
+    ),
+    Mutant(
+        "der-stores-the-memorys-logits",
+        "lab/strategies/der.py",
+        "_widened(model, logits[:n].detach())",
+        "_widened(model, logits[-n:].detach())",
+        ["tests/test_rehearsal.py::test_der_stores_the_logits_of_the_current_batch"],
+    ),
+    Mutant(
+        "der-mse-over-every-entry",
+        "lab/strategies/der.py",
+        "return difference.square().sum() / both.sum()",
+        "return difference.square().sum() / both.numel()",
+        ["tests/test_rehearsal.py::test_der_mse_is_the_mean_over_the_entries_finite_on_both_sides"],
+    ),
+    Mutant(
+        "der-end-of-task-logits-in-train-mode",
+        "lab/strategies/der.py",
+        "    model.eval()\n",
+        "    model.train()\n",
+        [
+            "tests/test_rehearsal.py::test_der_class_balanced_logits_in_eval_mode_and_kept_by_old_samples"
+        ],
+    ),
+    Mutant(
+        "agem-reference-on-the-whole-memory",
+        "lab/strategies/agem.py",
+        "generator=self.generator)[: self.sample_size]",
+        "generator=self.generator)",
+        [
+            "tests/test_rehearsal.py::test_agem_reference_gradient_is_on_sample_size_samples_of_the_memory"
+        ],
+    ),
+    # SI, the quadratic penalty and standardisation (issue 27)
+    Mutant(
+        "si-importance-of-the-last-task-only",
+        "lab/strategies/si.py",
+        "importance = self.importance.setdefault(n, torch.zeros_like(theta))",
+        "importance = self.importance[n] = torch.zeros_like(theta)",
+        ["tests/test_strategies.py::test_si_importance_is_summed_over_the_tasks"],
+    ),
+    Mutant(
+        "quadratic-gradient-without-the-2",
+        "lab/strategies/quadratic.py",
+        "grads = torch._foreach_mul(ctx.weighted, 2 * grad)",
+        "grads = torch._foreach_mul(ctx.weighted, grad)",
+        [
+            "tests/test_strategies.py::test_quadratic_penalty_value_and_gradient_for_a_hand_set_importance"
+        ],
+    ),
+    Mutant(
+        "si-anchor-stays-at-the-source",  # the first anchor kept: the pre-trained weights
+        "lab/strategies/si.py",
+        "        self.anchor = weights\n",
+        "        self.anchor = self.anchor or weights\n",
+        [
+            "tests/test_strategies.py::test_si_after_a_source_anchors_it_with_no_importance_then_watches_the_stream"
+        ],
+    ),
+    Mutant(
+        "standardised-over-all-channels",
+        "lab/data/streams.py",
+        "        mean = train_x.mean(dim=(0, 2, 3), keepdim=True)\n"
+        "        std = train_x.std(dim=(0, 2, 3), keepdim=True)",
+        "        mean = train_x.mean()\n        std = train_x.std()",
+        ["tests/test_streams.py::test_standardisation_is_per_channel_on_a_colour_benchmark"],
+    ),
+    # probes and CKA (issue 27)
+    Mutant(
+        "probe-test-features-unstandardised",
+        "lab/analysis/probe.py",
+        "        z = (z - self.mean[t]) / self.std[t]\n",
+        "",
+        [
+            "tests/test_analysis.py::test_a_probe_reads_test_features_as_it_standardised_its_training_features"
+        ],
+    ),
+    Mutant(
+        "cka-always-one",
+        "lab/analysis/cka.py",
+        'return (hsic / norm).item() if norm > 0 else float("nan")',
+        "return 1.0",
+        ["tests/test_analysis.py::test_cka_after_training_by_hand"],
+    ),
+    Mutant(
+        "probe-heatmap-of-r",  # probe_matrix.png drawn from the accuracy matrix
+        "lab/tracking/summary.py",
+        "            matrix, init = with_source_column(results, probe=True)",
+        "            matrix, init = with_source_column(results)",
+        ["tests/test_analysis.py::test_lab_run_prints_and_writes_the_probes"],
+    ),
 ]
 
 
