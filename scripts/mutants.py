@@ -727,6 +727,127 @@ MUTANTS = [
         "            matrix, init = with_source_column(results)",
         ["tests/test_analysis.py::test_lab_run_prints_and_writes_the_probes"],
     ),
+    # the report's statistics and figures, preemption, Avalanche's mappings (issue 27)
+    Mutant(
+        "marks-from-the-raw-p",
+        "lab/report/stats.py",
+        "return self.p_holm is not None and self.p_holm < ALPHA",
+        "return self.p is not None and self.p < ALPHA",
+        ["tests/test_report.py::test_marks_follow_the_holm_corrected_p_not_the_raw_one"],
+    ),
+    Mutant(
+        "paired-by-position",
+        "lab/report/stats.py",
+        "b = np.array([baseline[s] for s in sorted(values)])",
+        "b = np.array(list(baseline.values()))",
+        ["tests/test_report.py::test_a_paired_test_pairs_the_runs_by_seed_not_by_their_order"],
+    ),
+    Mutant(
+        "pretrain-figure-of-the-first-seed",
+        "lab/report/figures.py",
+        "            x.mean(),\n            y.mean(),",
+        "            x[0],\n            y[0],",
+        ["tests/test_report.py::test_engines_side_by_side_and_the_pretrain_columns"],
+    ),
+    Mutant(
+        "heatmap-colour-scale-autoscaled",  # the colours no longer mean the same accuracy
+        "lab/tracking/heatmap.py",
+        'image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")',
+        'image = ax.imshow(values, cmap="viridis", aspect="auto")',
+        [
+            "tests/test_run.py::test_digits_run_writes_the_run_directory_contract",
+            "tests/test_avalanche.py::test_strategies_through_avalanche_write_a_complete_run_dir",
+        ],
+    ),
+    Mutant(
+        "stopped-run-heatmap-before-the-last-row",  # a stopped run's figure lags its file
+        "lab/tracking/summary.py",
+        '    if not results.get("acc_matrix"):\n        return\n',
+        '    if not results.get("acc_matrix"):\n        return\n'
+        '    if results.get("status") == "failed":\n'
+        '        results = {**results, "acc_matrix": results["acc_matrix"][:-1]}\n',
+        [
+            "tests/test_cluster.py::test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it"
+        ],
+    ),
+    Mutant(
+        "second-signal-not-ignored",
+        "lab/preemption.py",
+        "    if _received:  # a second signal while the run saves: ignored\n        return\n",
+        "",
+        ["tests/test_cluster.py::test_a_second_signal_while_the_run_saves_is_ignored"],
+    ),
+    Mutant(
+        "avalanche-replay-buffers-swapped",
+        "lab/avalanche/strategies.py",
+        'buffer = ReservoirSamplingBuffer if policy == "reservoir" else ClassBalancedBuffer',
+        'buffer = ClassBalancedBuffer if policy == "reservoir" else ReservoirSamplingBuffer',
+        ["tests/test_avalanche.py::test_replay_mapping_policy_is_the_buffer_class"],
+    ),
+    Mutant(
+        "avalanche-agem-arguments-swapped",
+        "lab/avalanche/strategies.py",
+        'AGEMPlugin(params["patterns_per_exp"], params["sample_size"])',
+        'AGEMPlugin(params["sample_size"], params["patterns_per_exp"])',
+        [
+            "tests/test_avalanche.py::test_agem_and_der_mappings_pass_each_setting_to_its_own_argument"
+        ],
+    ),
+    Mutant(
+        "avalanche-der-alpha-beta-swapped",
+        "lab/avalanche/strategies.py",
+        'alpha=params["alpha"],\n            beta=params["beta"],',
+        'alpha=params["beta"],\n            beta=params["alpha"],',
+        [
+            "tests/test_avalanche.py::test_agem_and_der_mappings_pass_each_setting_to_its_own_argument"
+        ],
+    ),
+    # class-IL scored task-IL by masking (issue 27)
+    Mutant(
+        "task-masked-unmasked",
+        "lab/engine.py",
+        "chosen = outputs[model(task.test_x[start : start + batch_size])[:, outputs].argmax(1)]",
+        "chosen = model(task.test_x[start : start + batch_size]).argmax(1)",
+        ["tests/test_engine.py::test_a_class_il_run_is_also_scored_task_il_by_masking"],
+    ),
+    Mutant(
+        "task-masked-metrics-of-r",
+        "lab/tracking/results.py",
+        'self.data["metrics_task_masked"] = accuracy_metrics(masked, init)',
+        'self.data["metrics_task_masked"] = accuracy_metrics(self.data["acc_matrix"], init)',
+        ["tests/test_engine.py::test_a_class_il_run_is_also_scored_task_il_by_masking"],
+    ),
+    Mutant(
+        "report-task-masked-column-of-r",
+        "lab/report/runs.py",
+        'return (results.get("metrics_task_masked") or {}).get(metric[len("task_masked_") :])',
+        'return (results.get("metrics") or {}).get(metric[len("task_masked_") :])',
+        ["tests/test_report.py::test_task_il_masked_column_by_hand"],
+    ),
+    Mutant(
+        "wandb-task-masked-row-of-r",
+        "lab/experiment.py",
+        'else (task.task_masked, results.data.get("metrics_task_masked", {})),',
+        'else (task.accuracies, results.data.get("metrics_task_masked", {})),',
+        ["tests/test_wandb.py::test_what_a_run_logs"],
+    ),
+    # the reproducibility contract (issue 27)
+    Mutant(
+        "report-blind-to-thread-counts",
+        "lab/report/runs.py",
+        'for k in ("device", "device_name", "threads") if k in run.results',
+        'for k in ("device", "device_name") if k in run.results',
+        [
+            "tests/test_report.py::test_a_table_of_runs_on_other_thread_counts_or_versions_says_so_in_one_line"
+        ],
+    ),
+    Mutant(
+        "numpy-version-not-recorded",
+        "lab/tracking/results.py",
+        '        "numpy": np.__version__,\n',
+        "",
+        ["tests/test_run.py::test_digits_run_writes_the_run_directory_contract"],
+    ),
 ]
 
 
