@@ -58,6 +58,30 @@ def evaluate(
     return accuracies
 
 
+@torch.inference_mode()
+def evaluate_task_masked(
+    model: Classifier, tasks: list[Task], batch_size: int = 4096, precision: str = "fp32"
+) -> list[float]:
+    """Class-IL's model scored as task-IL by masking: test accuracy on each task with the one
+    head's outputs outside the task's classes masked out (the argmax over its classes), the
+    task id given at test time only. Mammoth, PyCIL and the DER papers report their
+    Task-IL so (Mammoth's mask_classes); scenario=task trains a head per task instead."""
+    was_training = model.training
+    model.eval()
+    accuracies = []
+    for task in tasks:
+        outputs = torch.tensor(sorted(task.outputs), device=task.test_y.device)
+        correct = 0
+        for start in range(0, len(task.test_y), batch_size):
+            with autocast(precision, task.test_y.device):
+                logits = model(task.test_x[start : start + batch_size])
+            chosen = outputs[logits[:, outputs].argmax(1)]
+            correct += (chosen == task.test_y[start : start + batch_size]).sum().item()
+        accuracies.append(correct / len(task.test_y))
+    model.train(was_training)
+    return accuracies
+
+
 def _class_mask(model: Classifier, seen: list[Task]) -> torch.Tensor:
     """-inf on the class-IL outputs of classes not seen yet, 0 elsewhere."""
     width = model.heads[0].out_features
@@ -149,6 +173,7 @@ class TaskResult:
     train_s: float
     eval_s: float
     source_accuracy: float | None = None  # the pre-training source's (lab.pretrain)
+    task_masked: list[float] | None = None  # class-IL: the row scored task-IL by masking
 
 
 def train_stream(
@@ -199,6 +224,11 @@ def train_stream(
             model, stream.tasks + earlier, settings.eval_batch_size, settings.precision
         )
         row = accuracies[: len(stream.tasks)]
+        masked = None  # class-IL: also scored task-IL by masking (evaluate_task_masked)
+        if stream.scenario == "class":
+            masked = evaluate_task_masked(
+                model, stream.tasks, settings.eval_batch_size, settings.precision
+            )
         result = TaskResult(
             i,
             row,
@@ -206,6 +236,7 @@ def train_stream(
             trained - started,
             time.perf_counter() - trained,
             accuracies[-1] if source is not None else None,
+            masked,
         )
         rows.append(row)
         if on_task_end is not None:

@@ -29,7 +29,14 @@ from lab.config import check_split
 from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
 from lab.data.datasets import NUM_CLASSES
 from lab.data.inputs import ModelInputs
-from lab.engine import TaskResult, TrainSettings, evaluate, train_stream, train_task
+from lab.engine import (
+    TaskResult,
+    TrainSettings,
+    evaluate,
+    evaluate_task_masked,
+    train_stream,
+    train_task,
+)
 from lab.errors import ConfigError, LabError
 from lab.models import Classifier, attach_heads, backbone_inputs, build_backbone
 from lab.optim import OptimizerSettings, make_optimizer
@@ -38,6 +45,7 @@ from lab.preemption import Stopped, held
 from lab.pretrain import load_weights, make_source
 from lab.strategies import Strategy, build_strategy
 from lab.tracking import RunResults, write_acc_matrix_csv
+from lab.tracking.results import device_name
 from lab.tracking.summary import draw_heatmaps, format_summary, with_source_column
 from lab.tracking.wandb_run import WandbRun
 
@@ -283,6 +291,7 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
     stream, model, strategy = setup.stream, setup.model, setup.strategy
     results.restart(_header(config))
     results.data["device"] = str(setup.device)
+    results.data["device_name"] = device_name(setup.device)
     results.data["threads"] = torch.get_num_threads()  # a parallel sweep's share of the cores
     results.data["tasks"] = [
         {
@@ -311,6 +320,11 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
     )
     if stream.source is not None:
         results.set_source(stream.source.description, accuracies[-1])
+    if stream.scenario == "class":  # class-IL scored task-IL by masking, too
+        masked = evaluate_task_masked(
+            model, stream.tasks, setup.settings.eval_batch_size, setup.settings.precision
+        )
+        results.set_task_masked_init(masked)
     results.set_init_acc(accuracies[: len(stream.tasks)], time.perf_counter() - started)
     if setup.analysis.active:
         started = time.perf_counter()
@@ -370,7 +384,12 @@ class Recorder:
             if memory is not None:  # rehearsal: what its memory holds after this task
                 results.data["memory"] = memory.describe()
             results.add_row(
-                task.accuracies, task.losses, task.train_s, task.eval_s, task.source_accuracy
+                task.accuracies,
+                task.losses,
+                task.train_s,
+                task.eval_s,
+                task.source_accuracy,
+                task.task_masked,
             )
             if (
                 setup.strategy is not None
@@ -408,6 +427,9 @@ class Recorder:
                 task.losses,
                 results.data.get("pretrain"),
                 analysed,
+                None
+                if task.task_masked is None
+                else (task.task_masked, results.data.get("metrics_task_masked", {})),
             )
         if task.index in results.data["diverged"]:
             log.warning(

@@ -10,7 +10,10 @@ code then run against the copy (PYTHONPATH puts it first, also for the `lab-run`
 subprocesses of the tests). A mutant is killed when those tests fail, and survives when
 they pass: a survivor is a bug the suite would let through. The script prints one line
 per mutant and exits 1 if any survived, or if an edit no longer applies (the code it
-targets moved: update the mutant). It is a tool to run, not part of `make test`.
+targets moved: update the mutant). A mutant whose tests need a program that is not on
+PATH here (`needs`: pdflatex for the LaTeX ones) is "skipped", with "needs pdflatex" on
+its line: never run, never counted as survived. It is a tool to run, not part of
+`make test`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Mutant:
     old: str  # must occur exactly once in the file
     new: str
     tests: list[str]  # pytest node ids or files, run with -x
+    needs: tuple[str, ...] = ()  # programs the tests need (on PATH); skipped without them
 
 
 MUTANTS = [
@@ -81,8 +85,8 @@ MUTANTS = [
     Mutant(
         "si-displacement-from-the-last-step",
         "lab/strategies/si.py",
-        "contribution = omega / ((theta - self._start[n]).square() + self.eps)",
-        "contribution = omega / ((theta - self.anchor.get(n, theta)).square() + self.eps)",
+        "importance += self._omega[n] / ((theta - self._start[n]).square() + self.eps)",
+        "importance += self._omega[n] / ((theta - self.anchor.get(n, theta)).square() + self.eps)",
         [
             "tests/test_strategies.py::test_si_importance_is_the_path_integral_over_the_squared_displacement"
         ],
@@ -391,6 +395,7 @@ MUTANTS = [
         '    "_": r"\\_",\n',
         "",
         ["tests/test_report.py::test_table_tex_compiles_with_pdflatex"],
+        needs=("pdflatex",),
     ),
     Mutant(
         "figures-one-colour-for-all-bars",
@@ -776,6 +781,271 @@ MUTANTS = [
         '"lab.report",',
         ["tests/test_run.py::test_installed_wheel_finds_its_configs"],
     ),
+    # rehearsal (issue 27)
+    Mutant(
+        "reservoir-count-off-by-one",  # the k-th sample replaces with probability c/(k-1)
+        "lab/strategies/memory.py",
+        "self.offered + room + 1, self.offered + n + 1, dtype=torch.float64",
+        "self.offered + room, self.offered + n, dtype=torch.float64",
+        [
+            "tests/test_rehearsal.py::test_reservoir_keeps_the_nth_sample_with_probability_capacity_over_n"
+        ],
+    ),
+    Mutant(
+        "class-balanced-first-of-each-class",
+        "lab/strategies/memory.py",
+        "pick = index[torch.randperm(len(index), generator=generator)[:quota]]",
+        "pick = index[:quota]",
+        ["tests/test_rehearsal.py::test_class_balanced_draws_each_classs_share_uniformly"],
+    ),
+    Mutant(
+        "per-task-first-samples",
+        "lab/strategies/memory.py",
+        "pick = torch.randperm(len(task_data), generator=generator)[: self.capacity]",
+        "pick = torch.arange(len(task_data))[: self.capacity]",
+        ["tests/test_rehearsal.py::test_per_task_memory_draws_each_task_uniformly"],
+    ),
+    Mutant(
+        "memory-draws-from-the-global-rng",
+        "lab/strategies/memory.py",
+        "return torch.randint(len(self), (n,), generator=generator).to(self.data.y.device)",
+        "return torch.randint(len(self), (n,)).to(self.data.y.device)",
+        ["tests/test_rehearsal.py::test_a_memory_never_draws_from_the_global_rng"],
+    ),
+    Mutant(
+        "agem-reference-from-the-global-rng",
+        "lab/strategies/agem.py",
+        "index = torch.randperm(len(self.memory), generator=self.generator)[: self.sample_size]",
+        "index = torch.randperm(len(self.memory))[: self.sample_size]",
+        ["tests/test_rehearsal.py::test_a_memory_never_draws_from_the_global_rng"],
+    ),
+    Mutant(
+        "der-old-samples-get-new-logits",
+        "lab/strategies/memory.py",
+        "logits = self.logits[pick.to(source.y.device)] if key in old else None",
+        "logits = None",
+        [
+            "tests/test_rehearsal.py::test_der_class_balanced_logits_in_eval_mode_and_kept_by_old_samples"
+        ],
+    ),
+    Mutant(
+        "replay-batch-size-ignored",
+        "lab/strategies/replay.py",
+        "self.memory.sample(self.replay_batch_size or len(batch), self.generator)",
+        "self.memory.sample(len(batch), self.generator)",
+        ["tests/test_rehearsal.py::test_replay_batch_size_samples_join_each_batch"],
+    ),
+    Mutant(
+        "der-stores-the-memorys-logits",
+        "lab/strategies/der.py",
+        "_widened(model, logits[:n].detach())",
+        "_widened(model, logits[-n:].detach())",
+        ["tests/test_rehearsal.py::test_der_stores_the_logits_of_the_current_batch"],
+    ),
+    Mutant(
+        "der-mse-over-every-entry",
+        "lab/strategies/der.py",
+        "return difference.square().sum() / both.sum()",
+        "return difference.square().sum() / both.numel()",
+        ["tests/test_rehearsal.py::test_der_mse_is_the_mean_over_the_entries_finite_on_both_sides"],
+    ),
+    Mutant(
+        "der-end-of-task-logits-in-train-mode",
+        "lab/strategies/der.py",
+        "    model.eval()\n",
+        "    model.train()\n",
+        [
+            "tests/test_rehearsal.py::test_der_class_balanced_logits_in_eval_mode_and_kept_by_old_samples"
+        ],
+    ),
+    Mutant(
+        "agem-reference-on-the-whole-memory",
+        "lab/strategies/agem.py",
+        "generator=self.generator)[: self.sample_size]",
+        "generator=self.generator)",
+        [
+            "tests/test_rehearsal.py::test_agem_reference_gradient_is_on_sample_size_samples_of_the_memory"
+        ],
+    ),
+    # SI, the quadratic penalty and standardisation (issue 27)
+    Mutant(
+        "si-importance-of-the-last-task-only",
+        "lab/strategies/si.py",
+        "importance = self.importance.setdefault(n, torch.zeros_like(theta))",
+        "importance = self.importance[n] = torch.zeros_like(theta)",
+        ["tests/test_strategies.py::test_si_importance_is_summed_over_the_tasks"],
+    ),
+    Mutant(
+        "quadratic-gradient-without-the-2",
+        "lab/strategies/quadratic.py",
+        "grads = torch._foreach_mul(ctx.weighted, 2 * grad)",
+        "grads = torch._foreach_mul(ctx.weighted, grad)",
+        [
+            "tests/test_strategies.py::test_quadratic_penalty_value_and_gradient_for_a_hand_set_importance"
+        ],
+    ),
+    Mutant(
+        "si-anchor-stays-at-the-source",  # the first anchor kept: the pre-trained weights
+        "lab/strategies/si.py",
+        "        self.anchor = weights\n",
+        "        self.anchor = self.anchor or weights\n",
+        [
+            "tests/test_strategies.py::test_si_after_a_source_anchors_it_with_no_importance_then_watches_the_stream"
+        ],
+    ),
+    Mutant(
+        "standardised-over-all-channels",
+        "lab/data/streams.py",
+        "        mean = train_x.mean(dim=(0, 2, 3), keepdim=True)\n"
+        "        std = train_x.std(dim=(0, 2, 3), keepdim=True)",
+        "        mean = train_x.mean()\n        std = train_x.std()",
+        ["tests/test_streams.py::test_standardisation_is_per_channel_on_a_colour_benchmark"],
+    ),
+    # probes and CKA (issue 27)
+    Mutant(
+        "probe-test-features-unstandardised",
+        "lab/analysis/probe.py",
+        "        z = (z - self.mean[t]) / self.std[t]\n",
+        "",
+        [
+            "tests/test_analysis.py::test_a_probe_reads_test_features_as_it_standardised_its_training_features"
+        ],
+    ),
+    Mutant(
+        "cka-always-one",
+        "lab/analysis/cka.py",
+        'return (hsic / norm).item() if norm > 0 else float("nan")',
+        "return 1.0",
+        ["tests/test_analysis.py::test_cka_after_training_by_hand"],
+    ),
+    Mutant(
+        "probe-heatmap-of-r",  # probe_matrix.png drawn from the accuracy matrix
+        "lab/tracking/summary.py",
+        "            matrix, init = with_source_column(results, probe=True)",
+        "            matrix, init = with_source_column(results)",
+        ["tests/test_analysis.py::test_lab_run_prints_and_writes_the_probes"],
+    ),
+    # the report's statistics and figures, preemption, Avalanche's mappings (issue 27)
+    Mutant(
+        "marks-from-the-raw-p",
+        "lab/report/stats.py",
+        "return self.p_holm is not None and self.p_holm < ALPHA",
+        "return self.p is not None and self.p < ALPHA",
+        ["tests/test_report.py::test_marks_follow_the_holm_corrected_p_not_the_raw_one"],
+    ),
+    Mutant(
+        "paired-by-position",
+        "lab/report/stats.py",
+        "b = np.array([baseline[s] for s in sorted(values)])",
+        "b = np.array(list(baseline.values()))",
+        ["tests/test_report.py::test_a_paired_test_pairs_the_runs_by_seed_not_by_their_order"],
+    ),
+    Mutant(
+        "pretrain-figure-of-the-first-seed",
+        "lab/report/figures.py",
+        "            x.mean(),\n            y.mean(),",
+        "            x[0],\n            y[0],",
+        ["tests/test_report.py::test_engines_side_by_side_and_the_pretrain_columns"],
+    ),
+    Mutant(
+        "heatmap-colour-scale-autoscaled",  # the colours no longer mean the same accuracy
+        "lab/tracking/heatmap.py",
+        'image = ax.imshow(values, cmap="viridis", vmin=0, vmax=100, aspect="auto")',
+        'image = ax.imshow(values, cmap="viridis", aspect="auto")',
+        [
+            "tests/test_run.py::test_digits_run_writes_the_run_directory_contract",
+            "tests/test_avalanche.py::test_strategies_through_avalanche_write_a_complete_run_dir",
+        ],
+    ),
+    Mutant(
+        "stopped-run-heatmap-before-the-last-row",  # a stopped run's figure lags its file
+        "lab/tracking/summary.py",
+        '    if not results.get("acc_matrix"):\n        return\n',
+        '    if not results.get("acc_matrix"):\n        return\n'
+        '    if results.get("status") == "failed":\n'
+        '        results = {**results, "acc_matrix": results["acc_matrix"][:-1]}\n',
+        [
+            "tests/test_cluster.py::test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it"
+        ],
+    ),
+    Mutant(
+        "second-signal-not-ignored",
+        "lab/preemption.py",
+        "    if _received:  # a second signal while the run saves: ignored\n        return\n",
+        "",
+        ["tests/test_cluster.py::test_a_second_signal_while_the_run_saves_is_ignored"],
+    ),
+    Mutant(
+        "avalanche-replay-buffers-swapped",
+        "lab/avalanche/strategies.py",
+        'buffer = ReservoirSamplingBuffer if policy == "reservoir" else ClassBalancedBuffer',
+        'buffer = ClassBalancedBuffer if policy == "reservoir" else ReservoirSamplingBuffer',
+        ["tests/test_avalanche.py::test_replay_mapping_policy_is_the_buffer_class"],
+    ),
+    Mutant(
+        "avalanche-agem-arguments-swapped",
+        "lab/avalanche/strategies.py",
+        'AGEMPlugin(params["patterns_per_exp"], params["sample_size"])',
+        'AGEMPlugin(params["sample_size"], params["patterns_per_exp"])',
+        [
+            "tests/test_avalanche.py::test_agem_and_der_mappings_pass_each_setting_to_its_own_argument"
+        ],
+    ),
+    Mutant(
+        "avalanche-der-alpha-beta-swapped",
+        "lab/avalanche/strategies.py",
+        'alpha=params["alpha"],\n            beta=params["beta"],',
+        'alpha=params["beta"],\n            beta=params["alpha"],',
+        [
+            "tests/test_avalanche.py::test_agem_and_der_mappings_pass_each_setting_to_its_own_argument"
+        ],
+    ),
+    # class-IL scored task-IL by masking (issue 27)
+    Mutant(
+        "task-masked-unmasked",
+        "lab/engine.py",
+        "chosen = outputs[model(task.test_x[start : start + batch_size])[:, outputs].argmax(1)]",
+        "chosen = model(task.test_x[start : start + batch_size]).argmax(1)",
+        ["tests/test_engine.py::test_a_class_il_run_is_also_scored_task_il_by_masking"],
+    ),
+    Mutant(
+        "task-masked-metrics-of-r",
+        "lab/tracking/results.py",
+        'self.data["metrics_task_masked"] = accuracy_metrics(masked, init)',
+        'self.data["metrics_task_masked"] = accuracy_metrics(self.data["acc_matrix"], init)',
+        ["tests/test_engine.py::test_a_class_il_run_is_also_scored_task_il_by_masking"],
+    ),
+    Mutant(
+        "report-task-masked-column-of-r",
+        "lab/report/runs.py",
+        'return (results.get("metrics_task_masked") or {}).get(metric[len("task_masked_") :])',
+        'return (results.get("metrics") or {}).get(metric[len("task_masked_") :])',
+        ["tests/test_report.py::test_task_il_masked_column_by_hand"],
+    ),
+    Mutant(
+        "wandb-task-masked-row-of-r",
+        "lab/experiment.py",
+        'else (task.task_masked, results.data.get("metrics_task_masked", {})),',
+        'else (task.accuracies, results.data.get("metrics_task_masked", {})),',
+        ["tests/test_wandb.py::test_what_a_run_logs"],
+    ),
+    # the reproducibility contract (issue 27)
+    Mutant(
+        "report-blind-to-thread-counts",
+        "lab/report/runs.py",
+        'for k in ("device", "device_name", "threads") if k in run.results',
+        'for k in ("device", "device_name") if k in run.results',
+        [
+            "tests/test_report.py::test_a_table_of_runs_on_other_thread_counts_or_versions_says_so_in_one_line"
+        ],
+    ),
+    Mutant(
+        "numpy-version-not-recorded",
+        "lab/tracking/results.py",
+        '        "numpy": np.__version__,\n',
+        "",
+        ["tests/test_run.py::test_digits_run_writes_the_run_directory_contract"],
+    ),
 ]
 
 
@@ -800,7 +1070,11 @@ def apply(mutant: Mutant, root: Path) -> str | None:
 
 
 def run(mutant: Mutant) -> tuple[str, float, str]:
-    """'killed', 'survived' or 'stale' (the edit no longer applies), seconds, detail."""
+    """'killed', 'survived', 'stale' (the edit no longer applies) or 'skipped' (a program
+    its tests need is missing here: never counted as survived), seconds, detail."""
+    missing = [program for program in mutant.needs if shutil.which(program) is None]
+    if missing:
+        return "skipped", 0.0, f"needs {', '.join(missing)} (not on PATH here)"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         root = Path(tmp)
@@ -820,6 +1094,8 @@ def run(mutant: Mutant) -> tuple[str, float, str]:
     lines = done.stdout.strip().splitlines()
     summary = lines[-1] if lines else done.stderr.strip()[-200:]
     if done.returncode == 0:
+        if " passed" not in summary:  # every test skipped: nothing was checked
+            return "error", elapsed, f"no test ran: {summary}"
         return "survived", elapsed, summary
     if done.returncode == 1:  # tests failed: the bug was seen
         failed = next((line for line in lines if line.startswith("FAILED")), summary)
@@ -835,7 +1111,8 @@ def main(argv: list[str] | None = None) -> int:
     known = {m.name: m for m in MUTANTS}
     if args.list:
         for m in MUTANTS:
-            print(f"{m.name:32} {m.path}")
+            needs = f"  (needs {', '.join(m.needs)})" if m.needs else ""
+            print(f"{m.name:32} {m.path}{needs}")
         return 0
     unknown = [n for n in args.names if n not in known]
     if unknown:
@@ -850,11 +1127,11 @@ def main(argv: list[str] | None = None) -> int:
         outcome, seconds, detail = run(mutant)
         outcomes.append(outcome)
         print(f"{outcome:9} {mutant.name:32} {seconds:6.1f} s  {detail}", flush=True)
-    survivors = outcomes.count("survived")
-    bad = len(outcomes) - outcomes.count("killed")
+    survivors, skipped = outcomes.count("survived"), outcomes.count("skipped")
+    bad = len(outcomes) - outcomes.count("killed") - skipped
     print(
         f"{len(chosen)} mutants: {outcomes.count('killed')} killed, {survivors} survived, "
-        f"{bad - survivors} stale or broken"
+        f"{bad - survivors} stale or broken, {skipped} skipped (a program they need is missing)"
     )
     return 1 if bad else 0
 

@@ -9,12 +9,14 @@ import subprocess
 import pytest
 import torch
 from conftest import FAST
+from heatmap_pixels import assert_png_shows
+from test_finetune import PRETRAINED
 from test_resume import interrupt_before_task
 
-from lab.analysis.cka import centered_gram, cka
+from lab.analysis.cka import centered_gram, cka, cka_probe_set, layer_grams
 from lab.analysis.probe import fit_probes
 from lab.checkpoint import CHECKPOINT
-from lab.experiment import run_experiment
+from lab.experiment import build, run_experiment, seed_everything
 from lab.metrics import accuracy_metrics
 
 
@@ -117,27 +119,56 @@ def test_lab_run_prints_and_writes_the_probes(tmp_path):
     assert last in printed
     acc = results["probe_metrics"]["acc"]
     assert f"probe metrics: acc={100 * acc:.2f}%" in printed
-    assert "CKA with the start, after the last task: backbone.layers.1=" in printed
-    assert (run_dir / "probe_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    last_cka = ", ".join(f"{name}={value:.3f}" for name, value in results["cka"][-1].items())
+    assert f"CKA with the start, after the last task: {last_cka}\n" in printed
+    assert all(value < 1.0 for value in results["cka"][-1].values())  # the features moved
+    assert_png_shows(run_dir / "probe_matrix.png", results, probe=True)
+    assert_png_shows(run_dir / "acc_matrix.png", results)
 
 
 def test_a_frozen_backbone_keeps_its_probes_and_its_cka_exactly(fast_config, tmp_path):
     """Pre-trained on digits 0-4, a task-IL stream over 5-9 with the backbone frozen
     (finetune.mode=linear_probe): the features never change, so every P row equals the
     init row, the source's probe stays where it started, and CKA is 1 for every layer."""
-    config = fast_config(
-        "pretrain=source",
-        "pretrain.classes=[0,1,2,3,4]",
-        "pretrain.epochs=5",
-        "benchmark.class_order=[5,6,7,8,9]",
-        "benchmark.num_tasks=2",
-        "scenario=task",
-        "finetune.mode=linear_probe",
-        *ANALYSIS,
-    )
+    config = fast_config(*PRETRAINED, "finetune.mode=linear_probe", *ANALYSIS)
     results = run_experiment(config, tmp_path / "run")
     assert results["probe_matrix"] == [results["probe_init"]] * 2
     source = results["pretrain"]
     assert source["probe_acc"] == [source["probe_init_acc"]] * 2
     assert source["probe_metrics"]["forgetting"] == 0.0
     assert all(v == pytest.approx(1.0, abs=1e-9) for row in results["cka"] for v in row.values())
+
+
+def test_a_probe_reads_test_features_as_it_standardised_its_training_features():
+    """Features far from standard (mean 10, std 5 in every dimension): the probe is fitted on
+    them standardised with the training slice's mean and std, and reads the test features
+    with the same mean and std, W (z - mean) / std + b; test features read as they are
+    (mean 10) would all fall on one side of the boundary: 50% instead of > 99%."""
+    g = torch.Generator().manual_seed(0)
+    (z, y), (z_test, y_test) = _blobs(1000, 20, g, 6.0), _blobs(1000, 20, g, 6.0)
+    z, z_test = 10 + 5 * z, 10 + 5 * z_test
+    probes = fit_probes([z], [y], [2])
+    logits = probes.logits(0, z_test)
+    standard = (z_test - z.mean(0)) / z.std(0)
+    torch.testing.assert_close(logits, standard @ probes.weight[0].T + probes.bias[0])
+    assert (logits.argmax(1) == y_test).float().mean() > 0.99
+
+
+def test_cka_after_training_by_hand(fast_config, tmp_path):
+    """A naive class-IL run: each layer's CKA after the last task, recomputed here from the
+    initial weights (the same seed) and the final ones (the checkpoint) on the run's probe
+    set, equals the recorded one; training moved the features, so it is below 1."""
+    config = fast_config("analysis.cka=true", "analysis.cka_samples=300", "keep_checkpoint=true")
+    results = run_experiment(config, tmp_path)
+    seed_everything(0)
+    stream, model, _ = build(config, torch.device("cpu"))
+    x = cka_probe_set(stream.tasks, 300, 0)
+    start = layer_grams(model, x)
+    model.load_state_dict(torch.load(tmp_path / CHECKPOINT, weights_only=True)["model"])
+    end = layer_grams(model, x)
+    expected = {name: cka(end[name], start[name].float().double()) for name in start}
+    assert list(results["cka"][-1]) == list(expected)
+    for name, value in results["cka"][-1].items():
+        assert value == pytest.approx(expected[name], abs=1e-6)
+        assert value < 0.95
+    assert results["cka"][-1] != results["cka"][0]  # it drifts from task to task

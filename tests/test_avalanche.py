@@ -15,9 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
-from avalanche.training.plugins import LwFPlugin
+from avalanche.training.plugins import AGEMPlugin, LwFPlugin, ReplayPlugin
+from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import copy_params_dict
 from conftest import FAST
+from heatmap_pixels import assert_png_shows
 
 from lab.avalanche.engine import TaskAware
 from lab.avalanche.strategies import (
@@ -219,6 +221,51 @@ def test_lwf_mapping_alpha_times_t_squared_over_old_heads(fast_config, scenario)
     assert lwf(batch.x, logits, module).item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "policy, buffer",
+    [("reservoir", ReservoirSamplingBuffer), ("class_balanced", ClassBalancedBuffer)],
+)
+def test_replay_mapping_policy_is_the_buffer_class(fast_config, policy, buffer):
+    """strategy.policy picks Avalanche's storage policy of the same kind, of mem_size, and
+    replay_batch_size is its batch_size_mem (unequal values: a swap would show)."""
+    config = fast_config(
+        "engine=avalanche",
+        "strategy=replay",
+        f"strategy.policy={policy}",
+        "strategy.mem_size=150",
+        "strategy.replay_batch_size=40",
+    )
+    _, model = setup(config)
+    replay = plugin(make_strategy(config, model, set(), 5, CPU, []), ReplayPlugin)
+    assert type(replay.storage_policy) is buffer and replay.storage_policy.max_size == 150
+    assert replay.mem_size == 150 and replay.batch_size_mem == 40
+
+
+def test_agem_and_der_mappings_pass_each_setting_to_its_own_argument(fast_config):
+    """AGEMPlugin(patterns_per_experience, sample_size) and DER(mem_size, batch_size_mem,
+    alpha, beta), with every value distinct (the defaults 256/256 would hide a swap)."""
+    config = fast_config(
+        "engine=avalanche",
+        "strategy=agem",
+        "strategy.patterns_per_exp=60",
+        "strategy.sample_size=25",
+    )
+    _, model = setup(config)
+    agem = plugin(make_strategy(config, model, set(), 5, CPU, []), AGEMPlugin)
+    assert agem.patterns_per_experience == 60 and agem.sample_size == 25
+    config = fast_config(
+        "engine=avalanche",
+        "strategy=der",
+        "strategy.mem_size=120",
+        "strategy.replay_batch_size=24",
+        "strategy.alpha=0.3",
+        "strategy.beta=0.9",
+    )
+    der = make_strategy(config, model, set(), 5, CPU, [])
+    assert (der.alpha, der.beta) == (0.3, 0.9)
+    assert der.mem_size == 120 and der.batch_size_mem == 24
+
+
 def test_avalanche_engine_refuses_what_it_cannot_run(fast_config):
     with pytest.raises(ConfigError, match=r"^strategy=gem needs engine=avalanche \(the lab engine"):
         fast_config("strategy=gem")
@@ -250,7 +297,7 @@ def test_strategies_through_avalanche_write_a_complete_run_dir(fast_config, tmp_
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["config"]["engine"] == "avalanche" and saved["acc_matrix"] == results["acc_matrix"]
     assert (tmp_path / "acc_matrix.csv").read_text().count("\n") == 6  # header + 5 rows
-    assert (tmp_path / "acc_matrix.png").stat().st_size > 0
+    assert_png_shows(tmp_path / "acc_matrix.png", saved)  # the matrix Avalanche trained to
 
 
 def test_replay_through_avalanche_remembers_in_class_il(fast_config, tmp_path):

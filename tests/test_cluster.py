@@ -17,7 +17,12 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import FAST
+from heatmap_pixels import assert_png_shows
 from test_resume import wait_for_rows
+
+import lab.experiment
+from lab.preemption import Stopped, stop_on_signals
+from lab.tracking import RunResults
 
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
 # ~0.5 s per task: time to signal a run between two tasks
@@ -64,7 +69,8 @@ def test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it(tmp_pa
     stopped = json.loads((tmp_path / "run" / "results.json").read_text())
     assert stopped["status"] == "failed" and stopped["error"].startswith("stopped by SIGTERM")
     assert 1 <= len(stopped["acc_matrix"]) < 5
-    assert (tmp_path / "run" / "acc_matrix.png").is_file()  # drawn when it stopped
+    # drawn when it stopped: the rows it had, cell by cell
+    assert_png_shows(tmp_path / "run" / "acc_matrix.png", stopped)
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
 
     resumed = lab_run(command, tmp_path)
@@ -74,6 +80,32 @@ def test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it(tmp_pa
     whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert final["status"] == "complete"
     assert final["acc_matrix"] == whole["acc_matrix"]
+
+
+def test_a_second_signal_while_the_run_saves_is_ignored(fast_config, tmp_path, monkeypatch):
+    """SIGUSR2 after task 1's row; then, while the stopped run writes results.json, a
+    SIGTERM (SLURM's, right after its warning): ignored, so the run still saves that it was
+    stopped by the first, with both rows, and only the first signal stops it."""
+    record, finish = lab.experiment.Recorder.__call__, RunResults.finish
+
+    def signal_after_task_1(self, task):
+        record(self, task)
+        if task.index == 1:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    def finish_under_fire(self, status, total_s, error=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        finish(self, status, total_s, error)
+
+    monkeypatch.setattr(lab.experiment.Recorder, "__call__", signal_after_task_1)
+    monkeypatch.setattr(RunResults, "finish", finish_under_fire)
+    with stop_on_signals(), pytest.raises(Stopped) as stopped:
+        lab.experiment.run_experiment(fast_config("train.epochs=1"), tmp_path)
+    assert stopped.value.signum == signal.SIGUSR2
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["status"] == "failed" and saved["error"].startswith("stopped by SIGUSR2")
+    assert len(saved["acc_matrix"]) == 2 and (tmp_path / "checkpoint.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers are back
 
 
 @pytest.mark.e2e

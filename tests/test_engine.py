@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-import torch
+import json
+import subprocess
 
-from lab.engine import TrainSettings, train_task
-from lab.experiment import make_stream, run_experiment
+import torch
+from conftest import FAST
+
+from lab.checkpoint import CHECKPOINT
+from lab.engine import TrainSettings, evaluate_task_masked, train_task
+from lab.experiment import build, make_stream, run_experiment, seed_everything
+from lab.metrics import accuracy_metrics
 from lab.models import build_model
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.strategies import build_strategy
@@ -81,3 +87,54 @@ def test_optimizers():
     sgd = make_optimizer(params, OptimizerSettings("sgd", 0.1, momentum=0.9, weight_decay=0.5))
     assert sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 0.5
     assert isinstance(make_optimizer(params, OptimizerSettings("adamw", 0.1)), torch.optim.AdamW)
+
+
+def test_a_class_il_run_is_also_scored_task_il_by_masking(tmp_path):
+    """lab-run in class-IL: results.json's acc_matrix_task_masked is the same model's
+    accuracy with each task's outputs masked to its two classes (recomputed here by hand
+    from the final weights), its init row and metrics by the metrics' definitions; masking
+    only removes wrong answers, so no cell is below R's; naive's old tasks, near 0 in R, are
+    a two-way choice there, far above 0."""
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        ["lab-run", *FAST, "keep_checkpoint=true", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    R, M = results["acc_matrix"], results["acc_matrix_task_masked"]
+    assert len(M) == 5 and all(len(row) == 5 for row in M)
+    assert len(results["init_acc_task_masked"]) == 5
+    assert results["metrics_task_masked"] == accuracy_metrics(M, results["init_acc_task_masked"])
+    assert all(
+        m >= r for mrow, rrow in zip(M, R, strict=True) for m, r in zip(mrow, rrow, strict=True)
+    )
+    assert max(R[-1][:3]) < 0.2 and min(M[-1][:3]) > 0.5  # 0.58, 0.59, 0.68 here
+    printed = done.stdout + done.stderr
+    acc = results["metrics_task_masked"]["acc"]
+    assert f"Task-IL (masked) metrics: acc={100 * acc:.2f}%" in printed
+
+    config = json.loads((run_dir / "results.json").read_text())["config"]
+    seed_everything(0)
+    stream, model, _ = build(config, torch.device("cpu"))
+    model.load_state_dict(torch.load(run_dir / CHECKPOINT, weights_only=True)["model"])
+    model.eval()
+    by_hand = []
+    with torch.no_grad():
+        for task in stream.tasks:
+            logits = model(task.test_x[:])
+            a, b = task.outputs  # the task's two classes: the larger logit of the two wins
+            chosen = torch.where(logits[:, b] > logits[:, a], b, a)
+            by_hand.append((chosen == task.test_y).sum().item() / len(task.test_y))
+    assert M[-1] == by_hand
+    assert evaluate_task_masked(model, stream.tasks) == M[-1]
+
+
+def test_only_class_il_has_a_task_masked_matrix(fast_config, tmp_path):
+    """Task- and domain-IL have no single head over every class to mask: no such field."""
+    for scenario in ("task", "domain"):
+        config = fast_config(f"scenario={scenario}", "train.epochs=1")
+        results = run_experiment(config, tmp_path / scenario)
+        assert "acc_matrix_task_masked" not in results and "metrics_task_masked" not in results

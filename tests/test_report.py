@@ -19,6 +19,7 @@ from scipy import stats
 
 from lab.metrics import accuracy_metrics
 from lab.report import figures, write_report
+from lab.report.tables import latex_table
 
 TASKS = [
     {"id": 0, "classes": [0, 1], "description": "classes 0,1"},
@@ -225,7 +226,7 @@ def test_cli_default_out_and_errors(sweep, tmp_path):
     )
 
 
-def test_engines_side_by_side_and_the_pretrain_columns(tmp_path):
+def test_engines_side_by_side_and_the_pretrain_columns(tmp_path, drawn):
     root = tmp_path / "runs"
     for engine, final in (("lab", 0.8), ("avalanche", 0.6)):
         for seed in (0, 1):
@@ -248,10 +249,95 @@ def test_engines_side_by_side_and_the_pretrain_columns(tmp_path):
     lines = {line.split(" | ")[0]: line for line in report.splitlines() if "engine=" in line}
     assert lines["| naive engine=lab"].endswith("| **85.0 ± 7.1** | **5.0 ± 7.1** | 2 |")
     assert lines["| naive engine=avalanche"].endswith("| 65.0 ± 7.1 | 25.0 ± 7.1 | 2 |")
+    # the trade-off figure: one point per engine at (final ACC, the source's final
+    # accuracy), means over the seeds, with one std each way: ACC 75.0 (both seeds), the
+    # source 85.0 ± 7.1 (lab) and 65.0 ± 7.1 (avalanche)
+    panel = drawn["split_digits_class_pretrain"].axes[0]
+    points = {c.get_label(): c for c in panel.containers}
+    assert set(points) == {"naive engine=lab", "naive engine=avalanche"}
+    for label, source in (("naive engine=lab", 85.0), ("naive engine=avalanche", 65.0)):
+        point, _, (xerr, yerr) = points[label].lines
+        assert point.get_xdata().tolist() == pytest.approx([75.0])
+        assert point.get_ydata().tolist() == pytest.approx([source])
+        (low, high) = yerr.get_segments()[0]
+        assert [low[1], high[1]] == pytest.approx([source - 50**0.5, source + 50**0.5])
+        assert np.ptp(xerr.get_segments()[0][:, 0]) == pytest.approx(0.0)  # no ACC spread
     assert (tmp_path / "out" / "figures" / "split_digits_class_pretrain.png").exists()
     rows = list(csv.DictReader((tmp_path / "out" / "table.csv").open()))
     mean = next(r for r in rows if r["kind"] == "mean" and "engine=lab" in r["method"])
     assert float(mean["pretrain_acc"]) == pytest.approx(0.85)
+
+
+def test_task_il_masked_column_by_hand(tmp_path):
+    """Class-IL runs that recorded acc_matrix_task_masked: a "Task-IL (masked)" column of
+    its ACC (mean ± std over seeds), the note that says what it is, the CSV's
+    task_masked_acc and task_masked_forgetting, and a W&B Report panel of it."""
+    from lab.report.wandb_report import panels
+
+    root = tmp_path / "runs"
+    for seed, late in enumerate([0.8, 0.6]):
+        path = root / f"naive{seed}"
+        write_run(path, "naive", seed, [[0.9, 0.0], [0.0, 1.0]])
+        results = json.loads((path / "results.json").read_text())
+        masked = [[1.0, 0.5], [late, 1.0]]  # ACC (late + 1) / 2: 0.9 and 0.8
+        results.update(
+            acc_matrix_task_masked=masked,
+            init_acc_task_masked=[0.5, 0.5],
+            metrics_task_masked=accuracy_metrics(masked, [0.5, 0.5]),
+        )
+        (path / "results.json").write_text(json.dumps(results))
+    report = write_report([str(root)], tmp_path / "out")
+    text = report.markdown.read_text()
+    assert "| Learning acc. | Task-IL (masked) | Seeds |" in text
+    (row,) = [line for line in text.splitlines() if line.startswith("| naive |")]
+    assert row.endswith("| **85.0 ± 7.1** | 2 |")
+    assert "Task-IL (masked): the ACC of the same class-IL models with each task's outputs" in text
+    (mean,) = [
+        r for r in csv.DictReader((tmp_path / "out" / "table.csv").open()) if r["kind"] == "mean"
+    ]
+    assert float(mean["task_masked_acc"]) == pytest.approx(0.85)
+    assert float(mean["task_masked_forgetting"]) == pytest.approx(0.3)  # 1.0 - 0.8, 1.0 - 0.6
+    titles = [getattr(panel, "title", None) for panel in panels(2, task_masked=True)]
+    assert "Task-IL (masked) ACC" in titles
+    assert "Task-IL (masked) ACC" not in [getattr(p, "title", None) for p in panels(2)]
+
+
+def test_a_table_of_runs_on_other_thread_counts_or_versions_says_so_in_one_line(tmp_path):
+    """Two lab-runs of one config and seed, at 1 and 2 threads (OMP_NUM_THREADS): each
+    records its thread count, and lab-report's table warns in one line that its runs differ
+    in it; a run edited to another torch version adds that to the line. Runs that agree
+    (or record nothing, as hand-written ones) get no warning."""
+    root = tmp_path / "runs"
+    for threads in (1, 2):
+        done = subprocess.run(
+            [
+                "lab-run",
+                "benchmark=split_digits",
+                "train.epochs=1",
+                "logger=none",
+                f"hydra.run.dir={root / str(threads)}",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads((root / str(threads) / "results.json").read_text())["threads"] == threads
+    text = write_report([str(root)], tmp_path / "out").markdown.read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("Warning:")]
+    assert line == (
+        "Warning: this table mixes runs that differ in threads 1, 2; a config and seed give "
+        "the same numbers only on the same device, thread count and library versions."
+    )
+    edited = json.loads((root / "2" / "results.json").read_text())
+    edited["versions"]["torch"] = "0.0.1"
+    (root / "2" / "results.json").write_text(json.dumps(edited))
+    text = write_report([str(root)], tmp_path / "out").markdown.read_text()
+    torch_version = json.loads((root / "1" / "results.json").read_text())["versions"]["torch"]
+    assert f"differ in threads 1, 2; torch 0.0.1, {torch_version};" in text
+    (root / "2" / "results.json").unlink()
+    assert "Warning:" not in write_report([str(root)], tmp_path / "out").markdown.read_text()
 
 
 def _run(root, name, strategy, seed, acc, forgetting, params=None):
@@ -340,6 +426,63 @@ def test_statistics_by_hand(tested_sweep, tmp_path):
         "Welch's t-test otherwise, two-sided, on ACC and forgetting; Holm-corrected over "
         "the table's 4 comparisons)." in done.stdout
     )
+
+
+def _mean_rows(out) -> dict[str, dict]:
+    return {
+        r["method"]: r for r in csv.DictReader((out / "table.csv").open()) if r["kind"] == "mean"
+    }
+
+
+def test_marks_follow_the_holm_corrected_p_not_the_raw_one(tmp_path):
+    """Against naive, paired over seeds 0-2 (df 2: p = 1 - |t| / sqrt(2 + t^2)): ewc's ACC
+    differences 0.08, 0.12, 0.16 give t = 0.12 / (0.04 / sqrt 3) = 5.196, p = 0.0351, under
+    0.05; its forgetting differences 0.1, -0.1, 0.05 a large p; lwf's ACC differences 0.29,
+    0.30, 0.31 p = 0.0011 (its forgetting, equal to naive's, no test). Holm over the 3:
+    0.0011 x 3 = 0.0033 (marked), 0.0351 x 2 = 0.0702 (not marked, though the raw p is)."""
+    root = tmp_path / "runs"
+    naive = [(0.50, 0.40), (0.60, 0.30), (0.55, 0.35)]
+    for seed, (acc, forgetting) in enumerate(naive):
+        _run(root, f"naive{seed}", "naive", seed, acc, forgetting)
+        d_acc, d_forgetting = (0.08, 0.12, 0.16)[seed], (0.1, -0.1, 0.05)[seed]
+        _run(root, f"ewc{seed}", "ewc", seed, acc + d_acc, forgetting + d_forgetting)
+        _run(root, f"lwf{seed}", "lwf", seed, acc + (0.29, 0.30, 0.31)[seed], forgetting)
+    report = write_report([str(root)], tmp_path / "out")
+    rows = _mean_rows(tmp_path / "out")
+    t = 0.12 / (0.04 / 3**0.5)
+    p_ewc = 1 - t / (2 + t**2) ** 0.5
+    assert float(rows["ewc"]["acc_p"]) == pytest.approx(p_ewc, rel=1e-4)
+    assert float(rows["ewc"]["acc_p_holm"]) == pytest.approx(2 * p_ewc, rel=1e-4)
+    assert float(rows["ewc"]["acc_p"]) < 0.05 < float(rows["ewc"]["acc_p_holm"])
+    assert float(rows["lwf"]["acc_p_holm"]) < 0.05 and rows["lwf"]["forgetting_p"] == ""
+    lines = {line.split(" | ")[0]: line for line in report.markdown.read_text().splitlines()}
+    ewc_acc, lwf_acc = lines["| ewc"].split(" | ")[1], lines["| lwf"].split(" | ")[1]
+    assert ewc_acc == "67.0 ± 7.8" and lwf_acc == "**85.0 ± 5.6**†"
+    assert "Holm-corrected over the table's 3 comparisons" in report.markdown.read_text()
+    tex = {line.split(" & ")[0]: line for line in latex_table(report.tables[0]).splitlines()}
+    assert r"$^\dagger$" not in tex["ewc"] and r"$^\dagger$" in tex["lwf"]
+
+
+def test_a_paired_test_pairs_the_runs_by_seed_not_by_their_order(tmp_path):
+    """naive's runs listed in the order of seeds 2, 0, 1 and ewc's in 0, 1, 2: the paired
+    differences are ewc's minus naive's of the same seed, 0.30, 0.25, 0.38 (t = 8.19, df 2,
+    p = 1 - |t| / sqrt(2 + t^2) = 0.0146); paired by position they would be 0.28, 0.35,
+    0.30 (t = 14.9, p = 0.0045)."""
+    root = tmp_path / "runs"
+    naive = {0: 0.50, 1: 0.60, 2: 0.52}
+    for name, seed in (("a", 2), ("b", 0), ("c", 1)):
+        _run(root, f"naive-{name}", "naive", seed, naive[seed], 0.4)
+    for seed, acc in enumerate([0.80, 0.85, 0.90]):
+        _run(root, f"x-ewc{seed}", "ewc", seed, acc, 0.1 + 0.01 * seed)
+    report = write_report([str(root)], tmp_path / "out")
+    (naive_group,) = [g for g in report.tables[0].groups if g.strategy == "naive"]
+    assert [r.results["seed"] for r in naive_group.runs] == [2, 0, 1]
+    ewc = _mean_rows(tmp_path / "out")["ewc"]
+    assert ewc["acc_test"] == "paired t-test"
+    d = np.array([0.30, 0.25, 0.38])
+    t = d.mean() / (d.std(ddof=1) / 3**0.5)
+    assert float(ewc["acc_p"]) == pytest.approx(1 - t / (2 + t**2) ** 0.5, rel=1e-6)
+    assert float(ewc["acc_p"]) == pytest.approx(0.0146, abs=1e-4)
 
 
 def test_baseline_by_name_and_its_errors(tested_sweep, tmp_path):

@@ -6,6 +6,7 @@ import csv
 import fcntl
 import json
 import os
+import platform
 import pty
 import struct
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FAST, REPO
+from heatmap_pixels import assert_png_shows
 from test_datasets import write_mnist_like
 
 from lab.data.datasets import DEBIAN_FASHION_MNIST
@@ -67,12 +69,16 @@ def test_digits_run_writes_the_run_directory_contract(tmp_path):
     assert len(timing["tasks"]) == 5 and all(t["train_s"] > 0 for t in timing["tasks"])
     assert sum(t["train_s"] for t in timing["tasks"]) == pytest.approx(timing["train_s"])
     assert sum(t["eval_s"] for t in timing["tasks"]) < timing["eval_s"]
-    assert set(results["versions"]) == {"lab", "torch", "python"}
+    # what the same config and seed need, besides, to give the same numbers (README)
+    assert set(results["versions"]) == {"lab", "torch", "numpy", "python", "cuda", "cudnn"}
+    assert results["versions"]["torch"] == torch.__version__
+    assert results["device"] == "cpu" and results["device_name"].startswith(platform.machine())
+    assert results["threads"] >= 1
     with open(run_dir / "acc_matrix.csv") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["after_task", "task_0", "task_1", "task_2", "task_3", "task_4"]
     assert [float(v) for v in rows[-1][1:]] == pytest.approx(final, abs=1e-6)
-    assert (run_dir / "acc_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_png_shows(run_dir / "acc_matrix.png", results)  # the heatmap of R and b
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "accuracy matrix (%)" in done.stdout + done.stderr
 

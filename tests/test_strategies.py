@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_finetune import PRETRAINED  # digits 0-4, then a task-IL stream over 5-9
 
 from lab.config import validate
 from lab.data import build_stream, load_dataset
@@ -541,3 +542,74 @@ def test_ewc_keeps_the_weights_that_matter_for_the_old_task():
     assert ewc.penalty(protected).item() < ewc.penalty(naive).item() / 10
     assert evaluate(protected, [t0])[0] > evaluate(naive, [t0])[0] + 0.1
     assert evaluate(protected, [t1])[0] > 0.9  # and the new task is still learned
+
+
+def test_si_importance_is_summed_over_the_tasks(digits_stream):
+    """Omega after two tasks = Omega after the first + the second task's own omega /
+    (Delta^2 + xi) (Zenke et al., eq. 5: a sum over nu <= mu): the second term is that of
+    a fresh SI watching the same second task from the same weights (c = 0: the penalty
+    does not change the path)."""
+    first, second = digits_stream.tasks[:2]
+    model = small_model()
+    si = SI(lambda_=0.0)
+    full_batch_sgd_steps(model, si, first, 3, 0.5)
+    after_first = {n: o.clone() for n, o in si.importance.items()}
+    fresh, copied = SI(lambda_=0.0), copy.deepcopy(model)
+    full_batch_sgd_steps(model, si, second, 3, 0.5)
+    full_batch_sgd_steps(copied, fresh, second, 3, 0.5)
+    assert float(after_first["heads.0.bias"].abs().max()) > 1e-3
+    for n, importance in si.importance.items():
+        torch.testing.assert_close(importance, after_first[n] + fresh.importance[n])
+
+
+def test_quadratic_penalty_value_and_gradient_for_a_hand_set_importance():
+    """lambda sum Omega (theta - theta*)^2, and its gradient 2 lambda Omega (theta - theta*)
+    (the custom backward of lab.strategies.quadratic), for SI and MAS alike."""
+    for strategy in (SI(lambda_=3.0), MAS(lambda_=3.0)):
+        model = small_model()
+        params = penalised_parameters(model)
+        strategy.anchor = {n: p.detach().clone() for n, p in params.items()}
+        strategy.importance = {n: torch.zeros_like(p) for n, p in params.items()}
+        strategy.importance["heads.0.bias"][:2] = torch.tensor([2.0, 0.5])
+        with torch.no_grad():
+            model.heads[0].bias[:2] += torch.tensor([0.1, -0.4])
+            model.backbone.layers[1].weight += 1.0  # zero importance: no penalty
+        loss = strategy.loss(model, None, None, None, torch.tensor(0.25))
+        assert loss.item() == pytest.approx(0.25 + 3.0 * (2.0 * 0.1**2 + 0.5 * 0.4**2))
+        loss.backward()
+        expected = 2 * 3.0 * torch.tensor([2.0 * 0.1, 0.5 * -0.4])
+        torch.testing.assert_close(model.heads[0].bias.grad[:2], expected)
+        assert torch.all(model.heads[0].bias.grad[2:] == 0)
+        assert torch.all(model.backbone.layers[1].weight.grad == 0)
+
+
+def test_si_after_a_source_anchors_it_with_no_importance_then_watches_the_stream(
+    fast_config, tmp_path, monkeypatch
+):
+    """SI did not watch the source train: after it, every importance is 0 and the anchor is
+    the pre-trained weights, so task 0 trains exactly as naive does (the same losses, the
+    same row); after each task of the stream the anchor is the weights it ended with, and
+    task 1 is penalised by task 0's importance (its losses differ from naive's)."""
+    seen, after_task = [], SI.after_task
+
+    def record(self, model, task, tasks):
+        after_task(self, model, task, tasks)
+        seen.append(({n: o.clone() for n, o in self.importance.items()}, dict(self.anchor)))
+
+    monkeypatch.setattr(SI, "after_task", record)
+    config = fast_config(*PRETRAINED, "strategy=si", "strategy.lambda=1.0", "keep_checkpoint=true")
+    si = run_experiment(config, tmp_path / "si")
+    naive = run_experiment(fast_config(*PRETRAINED), tmp_path / "naive")
+    assert len(seen) == 3  # the source's, then the stream's two tasks'
+    pretrained = torch.load(tmp_path / "si" / "pretrained.pt", weights_only=True)
+    importance, anchor = seen[0]
+    assert set(anchor) == {n for n in pretrained if n.startswith("backbone.")}  # task-IL
+    assert all(float(o.abs().max()) == 0 for o in importance.values())
+    assert all(torch.equal(anchor[n], pretrained[n]) for n in anchor)
+    assert si["acc_matrix"][0] == naive["acc_matrix"][0]
+    assert si["train_loss"][0] == naive["train_loss"][0]
+    assert si["train_loss"][1] != naive["train_loss"][1]
+    assert max(float(o.max()) for o in seen[1][0].values()) > 0
+    final = torch.load(tmp_path / "si" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(final["strategy"]["anchor"][n], final["model"][n]) for n in anchor)
+    assert not all(torch.equal(seen[1][1][n], pretrained[n]) for n in anchor)

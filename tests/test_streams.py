@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -217,3 +218,27 @@ def test_the_matrix_of_a_stream_made_on_demand_equals_that_of_its_materialised_c
     materialised = run_experiment(config, tmp_path / "materialised")
     assert on_demand["acc_matrix"] == materialised["acc_matrix"]
     assert on_demand["metrics"]["acc"] < max(on_demand["acc_matrix"][0])  # it learned, forgot
+
+
+def test_standardisation_is_per_channel_on_a_colour_benchmark(fast_config, tmp_path):
+    """split_cifar10 on tiny CIFAR-10 batches whose channels differ (red bright and
+    narrow, green mid, blue dark and wide): after standardisation each channel of the
+    training images has mean 0 and std 1 (one mean and std over all channels would leave
+    the red channel's mean at about +1.2 and the blue one's at -1.1)."""
+    directory = tmp_path / "cifar-10-batches-py"
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    low, high = np.array([200, 90, 0])[:, None], np.array([255, 150, 100])[:, None]
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        planes = rng.integers(low[None], high[None], (10, 3, 1024))
+        batch = {b"data": planes.reshape(10, 3072).astype(np.uint8), b"labels": list(range(10))}
+        (directory / name).write_bytes(pickle.dumps(batch))
+    config = fast_config("benchmark=split_cifar10", f"data.root={tmp_path}")
+    stream = make_stream(config)
+    x = torch.cat([task.train_x[:] for task in stream.tasks])
+    assert x.shape == (50, 3, 32, 32)
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), rtol=0, atol=1e-4)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), rtol=0, atol=1e-4)
+    # the test images, with the training set's statistics: the same channels, near 0 and 1
+    test = torch.cat([task.test_x[:] for task in stream.tasks])
+    assert test.mean(dim=(0, 2, 3)).abs().max() < 0.05

@@ -96,6 +96,13 @@ def test_what_a_run_logs(fake_wandb, fast_config, tmp_path):
     for i, entry in enumerate(per_task):
         assert [entry[f"eval/acc_task_{j}"] for j in range(5)] == results["acc_matrix"][i]
     assert per_task[-1]["metrics/acc"] == results["metrics"]["acc"]
+    # class-IL: the same model scored Task-IL by masking, beside it
+    assert ("task_masked/*", "task") in run.metrics
+    for i, entry in enumerate(per_task):
+        masked = [entry[f"task_masked/acc_task_{j}"] for j in range(5)]
+        assert masked == results["acc_matrix_task_masked"][i]
+    assert per_task[-1]["task_masked/acc"] == results["metrics_task_masked"]["acc"]
+    assert run.summary["task_masked_acc"] == results["metrics_task_masked"]["acc"]
     losses = [entry for entry in run.logged if "train/loss" in entry]
     assert [e["train/step"] for e in losses] == list(range(len(losses)))
     assert {e["train/task"] for e in losses} == {0, 1, 2, 3, 4}

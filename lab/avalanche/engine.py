@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lab.avalanche.strategies import make_strategy
 from lab.data import Stream
-from lab.engine import TaskResult, evaluate
+from lab.engine import TaskResult, evaluate, evaluate_task_masked
 from lab.models import Classifier
 from lab.strategies.base import penalised_parameters
 
@@ -88,9 +88,11 @@ def train_stream(
         strategy.train(experience, eval_streams=[], reset_optimizer_state=True)
         trained = time.perf_counter()
         row = evaluate(model, stream.tasks, config["train"]["eval_batch_size"])
+        masked = None
+        if stream.scenario == "class":
+            masked = evaluate_task_masked(model, stream.tasks, config["train"]["eval_batch_size"])
         rows.append(row)
         if on_task_end is not None:
-            on_task_end(
-                TaskResult(i, row, recorder.pop(), trained - started, time.perf_counter() - trained)
-            )
+            seconds = trained - started, time.perf_counter() - trained
+            on_task_end(TaskResult(i, row, recorder.pop(), *seconds, task_masked=masked))
     return rows

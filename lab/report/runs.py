@@ -44,11 +44,14 @@ class Run:
 
 def metric_of(results: dict[str, Any], metric: str) -> float | None:
     """A metric of results.json; "pretrain_acc" etc. are the pre-training source's own,
-    "probe_acc" etc. the linear probes'."""
+    "probe_acc" etc. the linear probes', "task_masked_acc" etc. those of class-IL's matrix
+    scored with each task's outputs masked to its classes (acc_matrix_task_masked)."""
     if metric.startswith("pretrain_"):
         return (results.get("pretrain") or {}).get("metrics", {}).get(metric[len("pretrain_") :])
     if metric.startswith("probe_"):  # the linear probes' (lab.analysis), same definitions on P
         return (results.get("probe_metrics") or {}).get(metric[len("probe_") :])
+    if metric.startswith("task_masked_"):  # class-IL scored task-IL by masking
+        return (results.get("metrics_task_masked") or {}).get(metric[len("task_masked_") :])
     return results.get("metrics", {}).get(metric)
 
 
@@ -71,6 +74,11 @@ class Group:
     @property
     def pretrained(self) -> bool:
         return any(r.results.get("pretrain") for r in self.runs)
+
+    @property
+    def task_masked(self) -> bool:
+        """Class-IL runs that also scored their model task-IL by masking."""
+        return any(r.results.get("acc_matrix_task_masked") for r in self.runs)
 
     @property
     def probed(self) -> bool:
@@ -97,6 +105,27 @@ class Group:
     def task_names(self) -> list[str]:
         tasks = self.runs[0].results["tasks"]
         return [f"T{t['id']} ({t['description']})" for t in tasks]
+
+
+def environment_differences(runs: list[Run]) -> dict[str, list[str]]:
+    """What `runs` recorded of where they ran (device, device_name, threads, and each
+    library's version), keeping the keys in which they differ, with their values: the same
+    config and seed give the same numbers only where these are the same (README)."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for run in runs:
+        recorded = {
+            k: run.results[k] for k in ("device", "device_name", "threads") if k in run.results
+        }
+        recorded.update(run.results.get("versions") or {})
+        for key, value in recorded.items():
+            seen[key].add(str(value))
+    return {
+        key: sorted(values, key=_natural_text) for key, values in seen.items() if len(values) > 1
+    }
+
+
+def _natural_text(text: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,7 +159,7 @@ def find_run_dirs(paths: list[str]) -> list[Path]:
 
 def _natural(path: Path) -> list:
     """Sort key that puts multirun job 2 before job 10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path))]
+    return _natural_text(str(path))
 
 
 def load_runs(dirs: list[Path]) -> list[Run]:

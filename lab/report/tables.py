@@ -13,7 +13,7 @@ from pathlib import Path
 
 from lab.errors import LabError
 from lab.metrics import METRIC_NAMES
-from lab.report.runs import Group, metric_of
+from lab.report.runs import Group, environment_differences, metric_of
 from lab.report.stats import ALPHA, LEVEL, PAIRED, TESTED, WELCH, Cell, compare, describe, holm
 
 # (metric, column title, +1 if higher is better)
@@ -34,12 +34,19 @@ PROBE_COLUMNS = [
     ("probe_acc", "Probe ACC", 1),
     ("probe_forgetting", "Probe forgetting", -1),
 ]
-CSV_METRICS = [*METRIC_NAMES, *(m for m, _, _ in PRETRAIN_COLUMNS + PROBE_COLUMNS)]
+# class-IL runs scored task-IL by masking, as Mammoth and PyCIL report Task-IL
+TASK_MASKED_COLUMNS = [("task_masked_acc", "Task-IL (masked)", 1)]
+CSV_METRICS = [
+    *METRIC_NAMES,
+    *(m for m, _, _ in PRETRAIN_COLUMNS + PROBE_COLUMNS + TASK_MASKED_COLUMNS),
+    "task_masked_forgetting",
+]
 MARK = "†"  # a cell that differs from the baseline's
 
 
 def columns(groups: list[Group]) -> list[tuple[str, str, int]]:
-    shown = COLUMNS + (PRETRAIN_COLUMNS if any(g.pretrained for g in groups) else [])
+    shown = COLUMNS + (TASK_MASKED_COLUMNS if any(g.task_masked for g in groups) else [])
+    shown += PRETRAIN_COLUMNS if any(g.pretrained for g in groups) else []
     return shown + (PROBE_COLUMNS if any(g.probed for g in groups) else [])
 
 
@@ -144,6 +151,11 @@ def notes(table: Table, ci: bool) -> str:
     if ci:
         text += f"; [ ] the {LEVEL:.0%} confidence interval of the mean (Student t)"
     text += "."
+    if any(g.task_masked for g in table.groups):
+        text += (
+            " Task-IL (masked): the ACC of the same class-IL models with each task's outputs "
+            "masked to its classes at test time (Mammoth's and PyCIL's Task-IL)."
+        )
     if table.baseline is None:
         return text + " No baseline in this table (lab-report --baseline NAME): no tests."
     count = len(table.tests())
@@ -161,6 +173,20 @@ def notes(table: Table, ci: bool) -> str:
     )
 
 
+def mixed_environment(table: Table) -> str | None:
+    """One line when the table's runs ran on different devices, thread counts or library
+    versions (results.json records them), where the same seed need not give the same
+    numbers; None when they agree."""
+    differences = environment_differences([r for g in table.groups for r in g.runs])
+    if not differences:
+        return None
+    listed = "; ".join(f"{key} {', '.join(values)}" for key, values in differences.items())
+    return (
+        f"Warning: this table mixes runs that differ in {listed}; a config and seed give "
+        "the same numbers only on the same device, thread count and library versions."
+    )
+
+
 def markdown_table(table: Table, ci: bool = False) -> str:
     shown = columns(table.groups)
     lines = ["| Method | " + " | ".join(t for _, t, _ in shown) + " | Seeds |"]
@@ -168,7 +194,8 @@ def markdown_table(table: Table, ci: bool = False) -> str:
     for group in table.groups:
         cells = _cells(table, group, latex=False, ci=ci)
         lines.append(f"| {_md(group.label)} | " + " | ".join(cells) + f" | {len(group.runs)} |")
-    return "\n".join(lines) + "\n\n" + notes(table, ci)
+    warning = mixed_environment(table)
+    return "\n".join(lines) + "\n\n" + notes(table, ci) + (f"\n\n{warning}" if warning else "")
 
 
 def _md(text: str) -> str:

@@ -8,7 +8,8 @@ averaged, ± one std), holding:
   - a bar chart of the final ACC per method;
   - the runs' accuracy-matrix tables and heatmaps;
   - a run comparer;
-  - with linear probes or CKA (lab.analysis): probe_metrics/acc and cka/LAYER per task.
+  - with linear probes or CKA (lab.analysis): probe_metrics/acc and cka/LAYER per task;
+  - in class-IL, the Task-IL (masked) ACC per task (task_masked/acc).
 Every key comes from lab.tracking.wandb_keys, the list the runs' logger writes by.
 
 --dry-run FILE writes the report's spec (its JSON model) and needs no API key and no
@@ -68,7 +69,12 @@ def intro(table: Table, target: Target) -> str:
     )
 
 
-def panels(num_tasks: int, probed: bool = False, cka_layers: list[str] | None = None) -> list:
+def panels(
+    num_tasks: int,
+    probed: bool = False,
+    cka_layers: list[str] | None = None,
+    task_masked: bool = False,
+) -> list:
     import wandb_workspaces.reports.v2 as wr
 
     grouped = {"groupby_aggfunc": "mean", "groupby_rangefunc": "stddev"}
@@ -79,6 +85,7 @@ def panels(num_tasks: int, probed: bool = False, cka_layers: list[str] | None = 
     return [
         curve("ACC (mean accuracy on the tasks so far)", keys.metric("acc")),
         curve("forgetting (Chaudhry et al. 2018)", keys.metric("forgetting")),
+        *([curve("Task-IL (masked) ACC", keys.task_masked_metric("acc"))] if task_masked else []),
         *(curve(f"accuracy on task {j}", keys.eval_acc(j)) for j in range(num_tasks)),
         *([curve("linear-probe ACC (P)", keys.probe_metric("acc"))] if probed else []),
         *(curve(f"CKA with the start: {layer}", keys.cka(layer)) for layer in cka_layers or []),
@@ -120,6 +127,7 @@ def build(report: Report, target: Target, entity: str, runsets_located: bool):
                     num_tasks,
                     any(g.probed for g in table.groups),
                     next((g.cka_layers for g in table.groups if g.cka_layers), []),
+                    any(g.task_masked for g in table.groups),
                 ),
             ),
         ]

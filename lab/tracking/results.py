@@ -39,14 +39,31 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | None]:
+    """The versions of what computes a run: the same config and seed give the same matrix,
+    bit for bit, only with these the same (and the same device and thread count)."""
     import torch  # here: lab-report reads results without importing torch (1.6 s)
 
     return {
         "lab": lab.__version__,
         "torch": str(torch.__version__),
+        "numpy": np.__version__,
         "python": platform.python_version(),
+        "cuda": torch.version.cuda,  # None: a CPU-only build of torch
+        "cudnn": str(torch.backends.cudnn.version())
+        if torch.backends.cudnn.is_available()
+        else None,
     }
+
+
+def device_name(device) -> str:
+    """What the device is beyond its type: the GPU's name, or the CPU's architecture and the
+    vector instructions torch's kernels dispatch to (they round differently)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}"
 
 
 class RunResults:
@@ -90,6 +107,13 @@ class RunResults:
         self.data["init_acc"] = list(init_acc)
         self.data["timing"]["eval_s"] += eval_s
         self.save()
+
+    def set_task_masked_init(self, init_acc: list[float]) -> None:
+        """Class-IL: the model before the stream scored task-IL by masking (lab.engine.
+        evaluate_task_masked); its matrix and metrics then grow with every add_row."""
+        self.data["init_acc_task_masked"] = list(init_acc)
+        self.data["acc_matrix_task_masked"] = []
+        self.data["metrics_task_masked"] = accuracy_metrics([])
 
     def set_source(self, description: str, init_acc: float) -> None:
         """A pre-training source: its column of the matrix and its own metrics (lab.pretrain)."""
@@ -139,10 +163,17 @@ class RunResults:
         train_s: float,
         eval_s: float,
         source_acc: float | None = None,
+        task_masked: list[float] | None = None,
     ) -> None:
-        """Task len(acc_matrix)'s row, the loss of each of its steps, and its timings."""
+        """Task len(acc_matrix)'s row, the loss of each of its steps, and its timings (and
+        in class-IL the row scored task-IL by masking, with its metrics)."""
         task = len(self.data["acc_matrix"])
         self.data["acc_matrix"].append(list(row))
+        if task_masked is not None and "acc_matrix_task_masked" in self.data:
+            masked = self.data["acc_matrix_task_masked"]
+            masked.append(list(task_masked))
+            init = self.data["init_acc_task_masked"]
+            self.data["metrics_task_masked"] = accuracy_metrics(masked, init)
         finite = bool(np.isfinite(losses).all())
         # JSON has no NaN: a diverged task's mean loss is null, and the task is listed
         self.data["train_loss"].append(float(np.mean(losses)) if finite and losses else None)

@@ -51,6 +51,9 @@ def format_summary(results: dict[str, Any]) -> str:
     columns += ["pretrain"] if results.get("pretrain") else []
     lines = _matrix_lines("accuracy matrix", matrix, init, columns)
     lines.append(f"metrics: {_percentages(results['metrics'])}")
+    if results.get("acc_matrix_task_masked"):  # class-IL, scored task-IL by masking
+        masked = _percentages(results["metrics_task_masked"])
+        lines.append(f"Task-IL (masked) metrics: {masked}")
     if results.get("diverged"):
         tasks = ", ".join(map(str, results["diverged"]))
         lines.append(

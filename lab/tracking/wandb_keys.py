@@ -45,3 +45,13 @@ def probe_metric(name: str) -> str:
 def cka(layer: str) -> str:
     """Linear CKA of a layer group with the stream's start (analysis.cka)."""
     return f"cka/{layer}"
+
+
+def task_masked_acc(task: int) -> str:
+    """Class-IL: the accuracy on task `task` with the head masked to its classes."""
+    return f"task_masked/acc_task_{task}"
+
+
+def task_masked_metric(name: str) -> str:
+    """Class-IL: a metric of the task-masked matrix ("Task-IL (masked)")."""
+    return f"task_masked/{name}"

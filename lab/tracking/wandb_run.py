@@ -96,7 +96,7 @@ class WandbRun:
             self.run.define_metric(keys.STEP)
             self.run.define_metric("eval/*", step_metric=keys.STEP)
             self.run.define_metric("metrics/*", step_metric=keys.STEP)
-            for prefix in ("probe/*", "probe_metrics/*", "cka/*"):
+            for prefix in ("probe/*", "probe_metrics/*", "cka/*", "task_masked/*"):
                 self.run.define_metric(prefix, step_metric=keys.STEP)
             self.run.define_metric(keys.TRAIN_STEP)
             self.run.define_metric("train/*", step_metric=keys.TRAIN_STEP)
@@ -136,11 +136,13 @@ class WandbRun:
         losses: list[float],
         pretrain: dict | None = None,
         analysis: dict | None = None,
+        task_masked: tuple[list[float], dict] | None = None,
     ) -> None:
         """One task's row, metrics and step losses (and the pre-training source's, if any:
         eval/acc_pretrain and metrics/pretrain_*; and with analysis, the probes' row and
         metrics, the source's probe and the CKA row: keys "probe", "probe_metrics",
-        "probe_source", "cka")."""
+        "probe_source", "cka"; in class-IL, the task-masked row and its metrics,
+        task_masked/*)."""
 
         self._starting.join()
 
@@ -163,6 +165,12 @@ class WandbRun:
                 if v is not None:
                     values[keys.probe_metric(k)] = v
             values.update({keys.cka(k): v for k, v in analysed.get("cka", {}).items()})
+            if task_masked is not None:
+                masked_row, masked_metrics = task_masked
+                values.update({keys.task_masked_acc(j): a for j, a in enumerate(masked_row)})
+                for k, v in masked_metrics.items():
+                    if v is not None:
+                        values[keys.task_masked_metric(k)] = v
             self.run.log({keys.STEP: index, **values})
 
         self._guard("log", log_it)
@@ -192,6 +200,8 @@ class WandbRun:
                 self.run.summary[f"pretrain_{key}"] = value
             for key, value in results.get("probe_metrics", {}).items():
                 self.run.summary[f"probe_{key}"] = value
+            for key, value in results.get("metrics_task_masked", {}).items():
+                self.run.summary[f"task_masked_{key}"] = value
             self.run.summary["status"] = results["status"]
             self.run.summary["diverged"] = results.get("diverged", [])
             if results.get("diverged"):  # to filter such runs out in the W&B UI
