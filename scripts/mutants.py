@@ -666,8 +666,8 @@ MUTANTS = [
     Mutant(
         "inputs-model-mean-ignored",
         "lab/data/inputs.py",
-        "        if self.mean is not None:\n            mean = torch.tensor",
-        "        if False:\n            mean = torch.tensor",
+        "        if self.mean is not None:\n            mean, std = _statistics(",
+        "        if False:\n            mean, std = _statistics(",
         ["tests/test_timm.py::test_resize_channels_and_normalisation_of_a_two_image_batch_by_hand"],
     ),
     Mutant(

@@ -19,6 +19,7 @@ would take 30 GB; a batch of 128 takes 77 MB.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -71,13 +72,24 @@ class ModelInputs:
                 )
             x = x.expand(-1, self.channels, -1, -1)
         if self.mean is not None:
-            mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+            mean, std = _statistics(self.mean, self.std, x.device)
         if mean is not None:
             x = (x - mean) / std
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+@functools.lru_cache(maxsize=16)
+def _statistics(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """The model's mean and std as (1, C, 1, 1) tensors on `device`, made once per device
+    rather than copied to it with every batch."""
+    shape = (1, -1, 1, 1)
+    return torch.tensor(mean, device=device).view(shape), torch.tensor(std, device=device).view(
+        shape
+    )
 
 
 def resize(x: Tensor, size: tuple[int, int], interpolation: str = "bilinear") -> Tensor:
