@@ -353,6 +353,13 @@ PRETRAIN = {
         "dataset": lambda key, value: value is None or one_of(LOADERS)(key, value),
         "classes": class_list,
     },
+    "model": {
+        "name": anything,
+        "dataset": one_of(LOADERS),
+        "root": optional_string,
+        "classes": class_list,
+        "eval_samples": integer(minimum=1, optional=True),
+    },
 }
 
 
@@ -391,6 +398,7 @@ FINETUNE = {
     "backbone_lr_scale": number(0.0),
     "layer_decay": number(0.0, low_open=True),
     "unfreeze_every": integer(minimum=1, optional=True),
+    "lp_epochs": integer(minimum=0),
 }
 LORA = {
     "rank": integer(minimum=1),
@@ -404,9 +412,12 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and 
     "backbone_lr_scale": 1.0,
     "layer_decay": 1.0,
     "unfreeze_every": None,
+    "lp_epochs": 0,
 }
 
 
+# Strategies of the lab's own that Avalanche has no plugin for (lab.avalanche.strategies)
+LAB_ONLY = ("l2_sp", "wise_ft")
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
     "gem": {
@@ -420,6 +431,11 @@ AVALANCHE_ONLY = {
 def _check_engine(config: dict[str, Any]) -> None:
     """What each engine cannot run: the other engine's strategies and options."""
     strategy = config["strategy"]
+    if config["engine"] != "lab" and strategy["name"] in LAB_ONLY:
+        raise ConfigError(
+            f"strategy={strategy['name']} has no Avalanche equivalent; valid with "
+            f"engine=avalanche: any strategy but {', '.join(LAB_ONLY)} (or engine=lab)"
+        )
     if config["engine"] == "lab":
         if strategy["name"] in AVALANCHE_ONLY:
             raise ConfigError(

@@ -7,6 +7,7 @@ under torch.inference_mode with large batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -165,6 +166,35 @@ def train_task(
     return torch.stack(losses).tolist() if losses else []
 
 
+def linear_probe(
+    model: Classifier,
+    task: Task,
+    seen: list[Task],
+    scenario: str,
+    optimizer: OptimizerSettings,
+    settings: TrainSettings,
+    generator: torch.Generator,
+    finetune: ft.Finetune,
+) -> list[float]:
+    """LP-FT's first step (Kumar et al. 2022): the stream's heads alone, everything else
+    frozen, for finetune.lp_epochs epochs of plain cross-entropy on `task`, with an
+    optimizer of their own at the heads' learning rate; what was trainable is again after."""
+    heads = {id(p) for p in model.heads.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(id(p) in heads)
+    try:
+        params = [p for p in model.heads.parameters() if p.requires_grad]
+        probe = make_optimizer(
+            [{"params": params, "lr": optimizer.lr * finetune.head_lr_scale}], optimizer
+        )
+        probing = dataclasses.replace(settings, epochs=finetune.lp_epochs, iterations=None)
+        return train_task(model, Strategy(), task, seen, probe, probing, generator, scenario)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
 @dataclass
 class TaskResult:
     index: int
@@ -206,6 +236,17 @@ def train_stream(
         # made before the clock starts: torch's first optimizer imports torch._dynamo (~1 s)
         task_optimizer = make_optimizer(ft.param_groups(model, finetune, settings_i.lr), settings_i)
         started = time.perf_counter()
+        if finetune.lp_epochs:  # LP-FT: the heads alone first (lab.finetune)
+            linear_probe(
+                model,
+                stream.tasks[i],
+                seen,
+                stream.scenario,
+                optimizer,
+                settings,
+                generator,
+                finetune,
+            )
         losses = train_task(
             model,
             strategy,

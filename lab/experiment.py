@@ -122,6 +122,28 @@ def place_backbone(backbone: torch.nn.Module, device: torch.device) -> ModelInpu
     return inputs
 
 
+def own_classifier(backbone: torch.nn.Module, config: dict[str, Any]) -> torch.nn.Linear | None:
+    """pretrain=model: the classifier the backbone's weights were trained with (the source
+    head); one ConfigError line when the model has none."""
+    if config["pretrain"]["name"] != "model":
+        return None
+    head = getattr(backbone, "pretrained_classifier", None)
+    model = config["model"]
+    if head is None or not getattr(backbone, "pretrained", False):
+        have = (
+            "no pre-trained weights"
+            if not getattr(backbone, "pretrained", False)
+            else "weights without a linear classifier"
+        )
+        raise ConfigError(
+            f"pretrain=model with model={model['name']} ({have}): the source head is the "
+            "classifier of the model's own pre-training; valid: model=timm with "
+            "model.pretrained=true or model.weights=FILE holding its classifier, or "
+            "pretrain=source|file|none"
+        )
+    return head
+
+
 def build(
     config: dict[str, Any], device: torch.device
 ) -> tuple[Stream, Classifier, Strategy | None]:
@@ -135,7 +157,9 @@ def build(
     backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
     inputs = place_backbone(backbone, device)
     stream = make_stream(config, dataset, inputs, device)
-    source = make_source(config, dataset, inputs, device)
+    own_head = own_classifier(backbone, config)
+    head_outputs = own_head.out_features if own_head is not None else None
+    source = make_source(config, dataset, inputs, device, head_outputs)
     if source is not None:
         if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
             raise ConfigError(
@@ -150,6 +174,8 @@ def build(
         init=config["model"].get("init", "default"),
         source_classes=len(source.classes) if source is not None else 0,
     ).to(device)
+    if own_head is not None and source is not None:  # the model's own classifier: the source's
+        model.source_head.load_state_dict(own_head.state_dict())
     if config["engine"] != "lab":
         return stream, model, None
     strategy_params = {k: v for k, v in config["strategy"].items() if k != "name"}
@@ -167,35 +193,36 @@ def train_settings(config: dict[str, Any]) -> TrainSettings:
 
 
 def pretrain(
-    config: dict[str, Any],
-    stream: Stream,
-    model: Classifier,
-    generator: torch.Generator,
-    augment_generator: torch.Generator,
+    config: dict[str, Any], stream: Stream, model: Classifier, device: torch.device
 ) -> None:
     """The model as pretrain= makes it: trained on the source (lab.pretrain), loaded from a
-    file, or left at its initial weights."""
+    file, or left at its initial weights (or its own, pretrain=model)."""
     settings = config["pretrain"]
     if settings["name"] == "file":
         load_weights(model, settings["path"], need_source_head=stream.source is not None)
     elif settings["name"] == "source":
         source = stream.source
         optimizer = make_optimizer(model.parameters(), OptimizerSettings(**settings["optimizer"]))
-        losses = train_task(
-            model,
-            Strategy(),
-            source,
-            [source],
-            optimizer,
-            TrainSettings(
-                epochs=settings["epochs"],
-                batch_size=settings["batch_size"],
-                augment=train_settings(config).augment,
-            ),
-            generator,
-            "task",
-            augment_generator=augment_generator,
-        )
+        # its own batch order, and the global RNG (dropout) given back as it was: the stream
+        # then trains as it does from these weights loaded from a file (pretrain=model)
+        order = torch.Generator().manual_seed(config["seed"])
+        augments = torch.Generator(device).manual_seed(config["seed"])
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            losses = train_task(
+                model,
+                Strategy(),
+                source,
+                [source],
+                optimizer,
+                TrainSettings(
+                    epochs=settings["epochs"],
+                    batch_size=settings["batch_size"],
+                    augment=train_settings(config).augment,
+                ),
+                order,
+                "task",
+                augment_generator=augments,
+            )
         log.info("pre-trained on %s: final loss %.3f", source.description, np.mean(losses[-10:]))
 
 
@@ -304,11 +331,16 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
         for t in stream.tasks
     ]
     started = time.perf_counter()
-    pretrain(config, stream, model, setup.generator, setup.augment_generator)
+    pretrain(config, stream, model, setup.device)
     if config["pretrain"]["name"] == "source":
         results.data["timing"]["pretrain_s"] = time.perf_counter() - started
         # before the regime's adapters: a plain model's weights, for pretrain=file
         torch.save(model.state_dict(), run_dir / "pretrained.pt")
+        timm_weights = getattr(model.backbone, "timm_state_dict", None)
+        if timm_weights is not None:  # and in timm's layout, the source head its classifier
+            from safetensors.torch import save_file
+
+            save_file(timm_weights(model.source_head), run_dir / "pretrained.safetensors")
     ft.apply(model, setup.finetune)
     if strategy is not None and stream.source is not None:
         # the source is a task learned before the stream (EWC's Fisher, L2's anchor)
@@ -468,6 +500,17 @@ def train(config: dict[str, Any], setup: Setup, record: Recorder, progress: bool
     )
 
 
+def after_stream(setup: Setup) -> dict[str, Any]:
+    """The strategy's after_stream (e.g. WiSE-FT's curve), its evaluations at the run's
+    precision and batch size."""
+    settings = setup.settings
+
+    def score(tasks: list) -> list[float]:
+        return evaluate(setup.model, tasks, settings.eval_batch_size, settings.precision)
+
+    return setup.strategy.after_stream(setup.model, setup.stream.tasks, setup.stream.source, score)
+
+
 def describe(error: BaseException) -> str:
     """An error as results.json records it: a user's mistake by its message alone."""
     if isinstance(error, (LabError, Stopped)):
@@ -510,6 +553,8 @@ def run_experiment(
         setup = prepare(config, run_dir, results)
         record = Recorder(run_dir, setup, results, wandb_run, started)
         train(config, setup, record, progress)
+        if setup.strategy is not None:  # what the method measures once the stream is learnt
+            results.data.update(after_stream(setup))
     except BaseException as error:
         before = setup.time_before if setup is not None else 0.0
         results.finish("failed", before + time.perf_counter() - started, describe(error))

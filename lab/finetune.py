@@ -23,6 +23,13 @@ backbone frozen and one more group, from the top, is unfrozen every N epochs; gr
 mode freezes stay frozen. At the end of the task all of them are trainable again, so
 that EWC's Fisher and L2's anchor cover what the mode trains.
 
+LP-FT (Kumar et al. 2022, "Fine-tuning can distort pretrained features and underperform
+out-of-distribution"): with `lp_epochs` = N, each task first trains its heads alone for N
+epochs (a linear probe on the features as they are: plain cross-entropy, the rest of the
+model frozen), then the model as the mode says, with the strategy. The paper fits the probe
+to convergence (logistic regression) and fine-tunes from it; N epochs of the configured
+optimizer stand in for that.
+
 Frozen parameters have requires_grad=False, so they get no gradient, no momentum and no
 weight decay, and stay bit for bit as they were; EWC, L2 and LwF act on what trains.
 """
@@ -53,6 +60,7 @@ class Finetune:
     backbone_lr_scale: float = 1.0
     layer_decay: float = 1.0
     unfreeze_every: int | None = None
+    lp_epochs: int = 0  # LP-FT: epochs of the heads alone before each task (lab.engine)
 
 
 def layer_groups(model: Classifier) -> list[tuple[str, LayerGroup]]:

@@ -7,6 +7,16 @@ pretrain.name
           weights are saved as pretrained.pt in the run dir, for `file` to reuse.
   file    the weights come from a file: a state_dict, or a lab checkpoint.pt (its "model").
           With `dataset` set, the file's source head is evaluated on that source.
+  model   the model's own pre-training: a timm model's hub weights (model.pretrained=true)
+          or weights file (model.weights) with the classifier it was trained with. That
+          classifier is the source head, and `dataset` an evaluation set of its pre-training
+          distribution: imagenet_val (the user's ILSVRC-2012 validation images) for an
+          ImageNet-1k model, or any dataset whose labels are the head's outputs (output k
+          is label k, or label classes[k] with `classes`). `eval_samples` per class are
+          drawn (seeded) as the column's test set; the source's training set, which EWC's
+          Fisher reads, is the dataset's training set, or for imagenet_val the validation
+          images not drawn. So the column says how much of ImageNet the model loses along
+          the stream (no continual-learning toolkit measures it).
 Pre-trained ImageNet weights for ResNet-18 are a model option (model=resnet18
 model.weights=DEFAULT), for users online.
 
@@ -32,14 +42,14 @@ from typing import Any
 
 import torch
 
-from lab.data import Dataset, Task, build_stream, load_dataset
+from lab.data import Dataset, Images, Task, build_stream, load_dataset
 from lab.data.inputs import ModelInputs
 from lab.errors import ConfigError
 from lab.models import SOURCE, Classifier
 
 log = logging.getLogger(__name__)
 
-PRETRAIN = ("none", "source", "file")
+PRETRAIN = ("none", "source", "file", "model")
 
 
 def make_source(
@@ -47,21 +57,36 @@ def make_source(
     stream_dataset: Dataset | None = None,
     inputs: ModelInputs | None = None,
     device: torch.device | None = None,
+    head_outputs: int | None = None,
 ) -> Task | None:
     """The source task (id SOURCE, targets = index in pretrain.classes), or None.
     `stream_dataset`, the benchmark's, is not read again when the source is the same; the
     source's images are made as `inputs` (the model's) says, on `device` (default: its
-    dataset's)."""
+    dataset's). pretrain=model: `head_outputs` is the width of the model's own classifier."""
     pretrain = config["pretrain"]
     if pretrain["name"] == "none" or pretrain.get("dataset") is None:
         return None
     if stream_dataset is not None and pretrain["dataset"] == config["benchmark"]["dataset"]:
         dataset = stream_dataset
     else:
-        store_size = config["data"].get("store_size")
-        dataset = load_dataset(pretrain["dataset"], config["data"]["root"], store_size=store_size)
+        options = {"store_size": config["data"].get("store_size")}
+        if pretrain.get("root") is not None:
+            options["folder"] = pretrain["root"]
+        dataset = load_dataset(pretrain["dataset"], config["data"]["root"], **options)
         if stream_dataset is not None:
             dataset = dataset.to(device or stream_dataset.train_y.device)
+    if pretrain["name"] == "model":
+        standardize = config["benchmark"]["standardize"]
+        return model_source(
+            dataset,
+            head_outputs,
+            pretrain["classes"],
+            pretrain["eval_samples"],
+            config["seed"],
+            inputs,
+            device,
+            standardize,
+        )
     classes = pretrain["classes"] or list(range(dataset.num_classes))
     (task,) = build_stream(
         dataset,
@@ -75,6 +100,93 @@ def make_source(
         device=device,
     ).tasks
     return replace(task, id=SOURCE, description=f"{pretrain['dataset']} {task.description}")
+
+
+def _per_class(labels: torch.Tensor, samples: int | None, seed: int) -> torch.Tensor:
+    """A seeded draw of `samples` rows of each label (all of a label's rows when it has
+    fewer, or with samples None), in their order; the draw of a label does not depend on
+    the others."""
+    if samples is None:
+        return torch.arange(len(labels), device=labels.device)
+    chosen = []
+    for label in labels.unique().tolist():
+        rows = (labels == label).nonzero()[:, 0]
+        generator = torch.Generator().manual_seed(seed * 100_003 + label)
+        chosen.append(
+            rows[torch.randperm(len(rows), generator=generator)[:samples].to(rows.device)]
+        )
+    return torch.cat(chosen).sort().values
+
+
+def model_source(
+    dataset: Dataset,
+    head_outputs: int,
+    classes: list[int] | None,
+    eval_samples: int | None,
+    seed: int,
+    inputs: ModelInputs | None,
+    device: torch.device | None,
+    standardize: bool = True,
+) -> Task:
+    """The evaluation set of a model's own pre-training (pretrain=model) for its classifier
+    of `head_outputs` outputs: the images of `classes` (null: of every label), the targets
+    the head's outputs (label k is output k, or with `classes` output classes.index(label)),
+    `eval_samples` per class drawn with `seed` as the test set; the training set is the
+    dataset's, or the undrawn test images when it has none (imagenet_val)."""
+    labels = dataset.test_y
+    outputs = classes if classes is not None else list(range(head_outputs))
+    if classes is not None and len(classes) != head_outputs:
+        raise ConfigError(
+            f"pretrain.classes={classes} names {len(classes)} labels for the model's "
+            f"classifier of {head_outputs} outputs; valid: {head_outputs} labels (output k "
+            "is classes[k]), or null (output k is label k)"
+        )
+    if classes is None and dataset.num_classes > head_outputs:
+        raise ConfigError(
+            f"pretrain.dataset={dataset.name} has labels 0..{dataset.num_classes - 1}, the "
+            f"model's classifier {head_outputs} outputs; valid: a dataset of its pre-training "
+            f"with labels in 0..{head_outputs - 1}, or pretrain.classes (output k is classes[k])"
+        )
+    wanted = outputs
+    lookup = torch.full((max(outputs) + 1,), -1, dtype=torch.int64)
+    lookup[torch.tensor(outputs)] = torch.arange(len(outputs))
+    lookup = lookup.to(labels.device)
+
+    def rows_of(y: torch.Tensor) -> torch.Tensor:
+        return torch.isin(y, torch.tensor(wanted, device=y.device)).nonzero()[:, 0]
+
+    test_rows = rows_of(labels)
+    test_rows = test_rows[_per_class(labels[test_rows], eval_samples, seed)]
+    if len(dataset.train_y):
+        train_base, train_rows = dataset.train_x, rows_of(dataset.train_y)
+        train_y = dataset.train_y[train_rows]
+    else:  # the test images not drawn (all of them are the test set without eval_samples)
+        rest = torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+        rest[test_rows] = False
+        train_base, train_rows = dataset.test_x, rest.nonzero()[:, 0]
+        if not len(train_rows):
+            train_rows = test_rows
+        train_y = labels[train_rows]
+    mean = std = None
+    if standardize and not (inputs is not None and inputs.normalises):
+        from lab.data.streams import channel_statistics
+
+        mean, std = channel_statistics(
+            dataset.test_x if not len(dataset.train_y) else dataset.train_x
+        )
+        mean, std = mean.to(device or labels.device), std.to(device or labels.device)
+    head = list(range(len(outputs)))
+    return Task(
+        id=SOURCE,
+        classes=outputs,
+        global_classes=head,
+        outputs=head,
+        train_x=Images(train_base, train_rows, None, mean, std, inputs, device),
+        train_y=lookup[train_y],
+        test_x=Images(dataset.test_x, test_rows, None, mean, std, inputs, device),
+        test_y=lookup[labels[test_rows]],
+        description=f"{dataset.name} ({len(outputs)} outputs, {len(test_rows)} test images)",
+    )
 
 
 def load_weights(model: Classifier, path: str, need_source_head: bool) -> None:

@@ -116,6 +116,7 @@ ABLATIONS = {
     },
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
+    "pretrained_forgetting": {"+regime", "strategy", "seed"},
 }
 
 
@@ -137,6 +138,20 @@ def test_every_ablation_preset_is_listed_and_composes():
         for value in str(cfg.hydra.sweeper.params.get("strategy", "")).split(","):
             if value:  # every swept strategy exists
                 validate(compose_with_hydra([f"+ablation={name}", f"strategy={value}"]))
+
+
+def test_each_regime_sets_the_finetune_mode_and_lp_ft_its_probe_epochs():
+    modes = {}
+    for regime in options("regime"):
+        finetune = validate(compose_with_hydra([f"+regime={regime}"]))["finetune"]
+        modes[regime] = (finetune["mode"], finetune["lp_epochs"])
+    assert modes == {
+        "full": ("full", 0),
+        "freeze": ("freeze", 0),
+        "linear_probe": ("linear_probe", 0),
+        "lora": ("lora", 0),
+        "lp_ft": ("full", 2),
+    }
 
 
 def test_the_probing_preset_turns_the_analysis_on():

@@ -52,7 +52,7 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.train_y.max(), self.test_y.max())) + 1
+        return int(max(y.max() for y in (self.train_y, self.test_y) if len(y))) + 1
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -347,6 +347,7 @@ NUM_CLASSES: dict[str, int | None] = {
     "imagenet_r": 200,
     "cub200": 200,
     "image_folder": None,
+    "imagenet_val": 1000,
 }
 # The side images are stored at when data.store_size is null, for the loaders that take it
 STORE_SIZE = {"cifar100": CIFAR100_SIZE, **folders.STORE_SIZE}
@@ -362,6 +363,7 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "imagenet_r": folders.load_imagenet_r,
     "cub200": folders.load_cub200,
     "image_folder": folders.load_image_folder,
+    "imagenet_val": folders.load_imagenet_val,
 }
 
 

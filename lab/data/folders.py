@@ -10,6 +10,9 @@
                   5,994 train, 5,794 test)
     image_folder  any class-per-folder set: FOLDER/train/<class>/* and FOLDER/test/<class>/*,
                   or FOLDER/<class>/* split per class (benchmark.root is FOLDER)
+    imagenet_val  the user's ILSVRC-2012 validation images (50,000; 50 a class), an
+                  evaluation set of ImageNet-1k pre-training (pretrain=model): see
+                  load_imagenet_val for the two layouts it reads
 
 Class labels are 0..K-1 in the order of the class folders' names (as torchvision's
 ImageFolder numbers them; CUB's are its class ids minus one, the same order). The first
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from lab.data.decoded import DECODED, decoded_images
+from lab.data.decoded import DECODED, cached_images, decoded_images
 from lab.errors import DataFileError, DataNotFoundError, brief
 
 if TYPE_CHECKING:
@@ -38,7 +41,16 @@ if TYPE_CHECKING:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # store_size=None: TinyImageNet's native size; 224 for the rest, as the references store
 # ImageNet-R and CUB-200 for ViT-B/16 (and a user's photos rarely come smaller)
-STORE_SIZE = {"tinyimagenet": 64, "imagenet_r": 224, "cub200": 224, "image_folder": 224}
+STORE_SIZE = {
+    "tinyimagenet": 64,
+    "imagenet_r": 224,
+    "cub200": 224,
+    "image_folder": 224,
+    "imagenet_val": 224,
+}
+# ImageNet's standard evaluation view (He et al. 2016; timm's default crop_pct): the shorter
+# side resized to size / 0.875, then the centre size x size
+IMAGENET_CROP = 0.875
 
 TINYIMAGENET = (
     "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
@@ -287,3 +299,99 @@ def load_image_folder(
     return _dataset(
         "image_folder", train, test, size, root, "replace it with an intact copy, or delete it"
     )
+
+
+def _imagenet_wnids() -> list[str]:
+    """The 1,000 ILSVRC-2012 synsets in the order of ImageNet-1k's class indices (sorted,
+    as torchvision's ImageNet and every in1k classifier number them), from timm."""
+    from timm.data import ImageNetInfo
+
+    return list(ImageNetInfo("imagenet-1k").label_names())
+
+
+def center_crop(image, size: int, crop: float = IMAGENET_CROP) -> np.ndarray:
+    """A PIL image as (3, size, size) uint8: RGB, its shorter side resized to size / crop
+    (antialiased bilinear), then the centre size x size (torchvision's Resize(int) and
+    CenterCrop, timm's eval transform)."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    width, height = image.size
+    short = int(size / crop)  # torchvision: int(math.floor(size / crop_pct))
+    scale = short / min(width, height)
+    new = (
+        (short, max(short, round(height * scale)))
+        if width <= height
+        else (
+            max(short, round(width * scale)),
+            short,
+        )
+    )
+    image = image.resize(new, Image.Resampling.BILINEAR)
+    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    image = image.crop((left, top, left + size, top + size))
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def load_imagenet_val(
+    root: Path, folder: str | Path | None = None, store_size: int | None = None
+) -> Dataset:
+    """The ILSVRC-2012 validation images, labelled 0..999 as ImageNet-1k's classifiers
+    number them (the sorted synsets), as the test set; no training set (pretrain=model
+    draws its evaluation subset and the rest from them: lab.pretrain).
+
+    `folder` (default data.root/imagenet/val) holds them in either published layout:
+    torchvision's, FOLDER/<wnid>/*.JPEG (what torchvision.datasets.ImageNet and the
+    valprep script make), or the Hugging Face hub's (imagenet-1k's val_images.tar.gz),
+    FOLDER/ILSVRC2012_val_00000001_n01751748.JPEG, the synset at the end of each name. A
+    subset of the classes is fine. Each image is decoded once as ImageNet is evaluated:
+    the shorter side to store_size / 0.875, then the centre crop (center_crop)."""
+    from lab.data.datasets import Dataset
+
+    directory = Path(folder).expanduser() if folder is not None else root / "imagenet" / "val"
+    wnids = _imagenet_wnids()
+    label = {wnid: i for i, wnid in enumerate(wnids)}
+    where = (
+        f"imagenet_val: put the ILSVRC-2012 validation images in {directory} as "
+        "<wnid>/*.JPEG (torchvision's layout) or *_<wnid>.JPEG (the Hugging Face hub's), "
+        "or set pretrain.root=DIR (ImageNet needs an account: image-net.org)"
+    )
+    if not directory.is_dir():
+        raise DataNotFoundError(f"{where}; {directory} is not a directory")
+    images: ImageList = []
+    for path in _image_files(directory):
+        wnid = path.parent.name if path.parent != directory else path.stem.rsplit("_", 1)[-1]
+        if wnid not in label:
+            raise DataFileError(
+                f"imagenet_val: {path} names no ILSVRC-2012 synset ({wnid!r}); valid: "
+                f"n01440764 ... n15075141 as <wnid>/file or file_<wnid>.JPEG"
+            )
+        images.append((path, label[wnid]))
+    if not images:
+        raise DataNotFoundError(f"{where}; {directory} holds no image files")
+    size = store_size or STORE_SIZE["imagenet_val"]
+    remedy = "replace it with an intact copy of the ILSVRC-2012 validation image"
+    files = [f for f, _ in images]
+    pixels = cached_images(
+        root / DECODED,
+        f"imagenet_val-test-crop{IMAGENET_CROP}",
+        files,
+        size,
+        len(files),
+        lambda i: _decode_with(center_crop, files[i], size, remedy),
+    )
+    empty = torch.empty((0, 3, size, size), dtype=torch.uint8)
+    labels = torch.tensor([y for _, y in images], dtype=torch.int64)
+    return Dataset(
+        "imagenet_val", empty, torch.empty(0, dtype=torch.int64), torch.from_numpy(pixels), labels
+    )
+
+
+def _decode_with(view, path: Path, size: int, remedy: str) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return view(image, size)
+    except Exception as error:  # noqa: BLE001 - a damaged file makes PIL raise many types
+        raise DataFileError(f"{path} cannot be read ({brief(error)}); {remedy}") from None

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lab.data.inputs import INTERPOLATIONS, ModelInputs
@@ -77,7 +78,14 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.arch = arch
         self.pretrained = pretrained or weights is not None
-        model = _create(arch, pretrained, weights, input_size, drop_path_rate)
+        # built from a seed drawn from the global RNG, under a fork of it: what timm draws
+        # (a 1,000-way classifier, or one of a weights file's width) then never moves the
+        # RNG that the lab's heads are drawn from after, so a model loaded from weights gets
+        # the same heads as the run that trained them
+        seed = int(torch.randint(2**62, (), dtype=torch.int64))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _create(arch, pretrained, weights, input_size, drop_path_rate)
         classifier = model.get_classifier() if model.num_classes else None
         if isinstance(classifier, nn.Linear):
             classifier = copy.deepcopy(classifier).requires_grad_(False)
@@ -109,6 +117,18 @@ class TimmBackbone(nn.Module):
                 LayerGroup(f"backbone.model.{label}", [(n, params[n]) for n in names], output)
             )
         return groups
+
+    def timm_state_dict(self, classifier: nn.Linear | None) -> dict[str, Tensor]:
+        """The weights in timm's own layout, with `classifier` (e.g. a source head the lab
+        trained) under the model's classifier name (pretrained_cfg["classifier"]): a file
+        of them loads with model.weights, the classifier as pretrained_classifier."""
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        if classifier is not None:
+            name = (self.model.pretrained_cfg or {}).get("classifier") or "head"
+            name = name[0] if isinstance(name, list | tuple) else name
+            state[f"{name}.weight"] = classifier.weight.detach().cpu().contiguous()
+            state[f"{name}.bias"] = classifier.bias.detach().cpu().contiguous()
+        return state
 
     def lora_targets(self) -> list[str]:
         """Every Linear and Conv2d but the input's first convolution (a ViT's patch
@@ -147,6 +167,12 @@ def _create(
         if path.suffix == ".npz":  # the original JAX ViT checkpoints: timm's own converter
             kwargs["pretrained_cfg_overlay"]["custom_load"] = True
 
+        classes = _file_classes(arch, path)
+        if classes is not None:  # a classifier of another width than the architecture's
+            kwargs["num_classes"] = classes
+            # timm's loader drops a classifier whose width is not the config's: say it is
+            kwargs["pretrained_cfg_overlay"]["num_classes"] = classes
+
     def create(**extra: Any) -> nn.Module:
         try:
             return timm.create_model(arch, pretrained=load, **kwargs, **extra)
@@ -179,6 +205,34 @@ def _create(
             f"({brief(error)}); run once with internet (huggingface_hub caches them in "
             "~/.cache/huggingface), or download the weights file and pass model.weights=PATH"
         ) from None
+
+
+def _file_classes(arch: str, path: Path) -> int | None:
+    """The width of the classifier a .safetensors or .pth weights file holds (under the
+    architecture's classifier name), or None (none there, another format, unreadable: timm's
+    loader then says what is wrong)."""
+    import timm
+
+    name = timm.models.get_pretrained_cfg(arch.split(".")[0])
+    classifier = (name.classifier if name is not None else None) or "head"
+    classifier = classifier[0] if isinstance(classifier, list | tuple) else classifier
+    key = f"{classifier}.weight"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as file:
+                if key not in file.keys():  # noqa: SIM118 - safe_open has no __contains__
+                    return None
+                return int(file.get_slice(key).get_shape()[0])
+        if path.suffix in (".pth", ".pt", ".bin"):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state) if isinstance(state, dict) else state
+            weight = state.get(key) if isinstance(state, dict) else None
+            return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+    except Exception:  # noqa: BLE001 - timm's own loader names what is wrong with the file
+        return None
+    return None
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ from lab.report.figures import (
     pretrain_tradeoff,
     sweep_curves,
     swept_key,
+    wise_ft_curves,
 )
 from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
 from lab.report.tables import Table, build_table, latex_table, markdown_table, write_csv
@@ -117,6 +118,10 @@ def _figures(table: Table, colors: dict, figures: Path) -> list[tuple[str, Path]
     if any(g.pretrained for g in groups):
         pretrain_tradeoff(groups, colors, figures / f"{stem}_pretrain", f"{title}: old vs new")
         made.append(("pre-training source vs stream", figures / f"{stem}_pretrain.png"))
+    if any(r.results.get("wise_ft_curve") for g in groups for r in g.runs):
+        curve = [g for g in groups if any(r.results.get("wise_ft_curve") for r in g.runs)]
+        wise_ft_curves(curve, colors, figures / f"{stem}_wise_ft", f"{title}: WiSE-FT curve")
+        made.append(("WiSE-FT: source against stream over alpha", figures / f"{stem}_wise_ft.png"))
     return made
 
 

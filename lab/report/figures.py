@@ -195,19 +195,35 @@ def forgetting_bars(
     return _save(fig, path)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """The indices of the points no other point beats on both coordinates (higher is
+    better on each), from left to right."""
+    front = [
+        i
+        for i, (x, y) in enumerate(points)
+        if not any(
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points)
+        )
+    ]
+    return sorted(front, key=lambda i: points[i][0])
+
+
 @_styled
 def pretrain_tradeoff(
     groups: list[Group], colors: dict[str, tuple], path: Path, title: str
 ) -> list[Path]:
     """What a regime keeps of the pre-training source (its final accuracy) against what it
-    learns of the stream (final ACC), one point per method, ± one std over seeds."""
+    learns of the stream (final ACC), one point per method, ± one std over seeds; the
+    methods on the Pareto front (no other is better on both) joined by a line and ringed."""
     fig, axes = _figure(COLUMN_WIDTH + 0.5, 3.8)
     ax = axes[0, 0]
+    means = []
     for group in groups:
         x = 100 * np.array(group.values("acc"))
         y = 100 * np.array(group.values("pretrain_acc"))
         if not len(y):
             continue
+        means.append((float(x.mean()), float(y.mean())))
         ax.errorbar(
             x.mean(),
             y.mean(),
@@ -218,8 +234,58 @@ def pretrain_tradeoff(
             color=colors[group.label],
             label=group.label,
         )
+    front = [means[i] for i in pareto_front(means)]
+    if front:
+        ax.plot(*zip(*front, strict=True), color="0.3", lw=0.8, ls="--", zorder=0)
+        ax.scatter(
+            *zip(*front, strict=True),
+            s=140,
+            facecolors="none",
+            edgecolors="0.3",
+            label="Pareto front",
+        )
     ax.set_xlabel("stream: final ACC (%)")
     ax.set_ylabel("source: final accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    return _save(fig, path)
+
+
+def wise_ft_mean_curve(runs_curves: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(alphas, mean stream ACC, mean source accuracy or nan) over the runs' curves."""
+    alphas = np.array([point["alpha"] for point in runs_curves[0]])
+    acc = np.array([[p["acc"] for p in c] for c in runs_curves]).mean(0)
+    source = np.array(
+        [[np.nan if p["source"] is None else p["source"] for p in c] for c in runs_curves]
+    ).mean(0)
+    return alphas, acc, source
+
+
+@_styled
+def wise_ft_curves(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
+    """WiSE-FT's curve (results.json wise_ft_curve), mean over seeds: the source's accuracy
+    against the stream's ACC as alpha goes from 0 (the pre-trained backbone) to 1 (the
+    fine-tuned one), the straight line between the endpoints dashed: a curve above it
+    gains on one side more than it loses on the other (Wortsman et al. 2022, fig. 1)."""
+    fig, axes = _figure(COLUMN_WIDTH + 0.5, 3.8)
+    ax = axes[0, 0]
+    for group in groups:
+        curves = [r.results["wise_ft_curve"] for r in group.runs if r.results.get("wise_ft_curve")]
+        if not curves:
+            continue
+        alphas, acc, source = wise_ft_mean_curve(curves)
+        x, y = 100 * acc, 100 * source
+        color = colors[group.label]
+        ax.plot(x, y, "o-", ms=3, color=color, label=group.label)
+        ax.plot([x[0], x[-1]], [y[0], y[-1]], ls="--", lw=0.8, color=color)
+        for a, xi, yi in zip(alphas, x, y, strict=True):
+            if a in (0.0, 0.5, 1.0):
+                ax.annotate(f"α={a:g}", (xi, yi), textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("stream: ACC (%)")
+    ax.set_ylabel("source: accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, frameon=False)

@@ -13,16 +13,21 @@ from lab.strategies.der import DER
 from lab.strategies.ewc import EWC, OnlineEWC
 from lab.strategies.joint import Joint
 from lab.strategies.l2 import L2
+from lab.strategies.l2_sp import L2SP
 from lab.strategies.lwf import LwF
 from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
 from lab.strategies.replay import Replay
 from lab.strategies.si import SI
 from lab.strategies.weight_decay import WeightDecay
+from lab.strategies.wise_ft import WiSEFT
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS)
+    for cls in (
+        *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
+        *(L2SP, WiSEFT),
+    )
 }
 
 
@@ -64,6 +69,8 @@ __all__ = [
     "MAS",
     "SI",
     "L2",
+    "L2SP",
+    "WiSEFT",
     "Joint",
     "LwF",
     "Naive",

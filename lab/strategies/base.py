@@ -14,6 +14,7 @@ The engine trains one task at a time:
         strategy.after_backward(model)                             # e.g. project the gradient
         optimizer.step()
     strategy.after_task(model, task, seen)
+    results.update(strategy.after_stream(model, tasks, source, evaluate))  # after the last
 
 `seen` is the list of tasks up to and including the current one. The engine also asks
 `strategy.optimizer_settings(settings)` for the settings of each task's optimizer. The
@@ -25,6 +26,7 @@ naive does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +114,18 @@ class Strategy:
 
     def after_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         """Called after training on `task`, before the evaluation."""
+
+    def after_stream(
+        self,
+        model: Classifier,
+        tasks: list[Task],
+        source: Task | None,
+        evaluate: Callable[[list[Task]], list[float]],
+    ) -> dict[str, Any]:
+        """Called once after the last task: what the method adds to results.json (e.g.
+        WiSE-FT's curve), measured with `evaluate` (each task's test accuracy). The model
+        must be left as it was: the run's results are already recorded."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold to resume the strategy after a task."""

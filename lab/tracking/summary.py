@@ -93,5 +93,28 @@ def draw_heatmaps(run_dir: Path, results: dict[str, Any]) -> None:
             matrix, init = with_source_column(results, probe=True)
             title = f"linear probes: {what}"
             save_acc_matrix_png(run_dir / "probe_matrix.png", matrix, init, names, title=title)
+        if results.get("wise_ft_curve"):
+            save_wise_ft_png(run_dir / "wise_ft_curve.png", results["wise_ft_curve"], what)
     except Exception as error:  # noqa: BLE001 - a figure must not lose the run's results
         log.error("the heatmap could not be drawn (%s); results.json is complete", brief(error))
+
+
+def save_wise_ft_png(path: Path, curve: list[dict[str, Any]], what: str) -> None:
+    """wise_ft_curve.png: the stream's ACC and the source's accuracy against alpha."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+    alphas = [p["alpha"] for p in curve]
+    ax.plot(alphas, [100 * p["acc"] for p in curve], "o-", ms=3, label="stream ACC")
+    if curve[0]["source"] is not None:
+        ax.plot(alphas, [100 * p["source"] for p in curve], "s-", ms=3, label="source")
+    ax.set_xlabel("alpha (0: pre-trained backbone, 1: fine-tuned)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"WiSE-FT: {what}", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
