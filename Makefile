@@ -27,9 +27,10 @@ run: $(INSTALLED)
 	$(BIN)/lab-report multirun/methods/split_fmnist_class
 
 # a pytest-xdist worker per core, at most 4 (each holds torch, ~0.5 GB, and starts
-# lab-run processes of its own): the suite is mostly independent lab-run processes
+# lab-run processes of its own): the suite is mostly independent lab-run processes; work
+# stealing and the slow tests first (tests/conftest.py) keep both workers busy to the end
 test: lint
-	$(BIN)/python -m pytest -n auto --maxprocesses 4
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist worksteal
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -46,6 +46,16 @@ FIGURES = {
         "multirun/finetune_modes",
         "split_fmnist_task_pretrain.png",
     ),
+    "pretrained_forgetting_pretrain": Figure(
+        ("+ablation=pretrained_forgetting", *PARALLEL, "logger=none"),
+        "multirun/pretrained_forgetting",
+        "split_fmnist_task_pretrain.png",
+    ),
+    "pretrained_forgetting_wise_ft": Figure(
+        ("+ablation=pretrained_forgetting", *PARALLEL, "logger=none"),
+        "multirun/pretrained_forgetting",
+        "split_fmnist_task_wise_ft.png",
+    ),
     "probing_class_il_probes": Figure(
         ("+ablation=probing", *PARALLEL),
         "multirun/probing/split_fmnist",

@@ -1046,6 +1046,131 @@ MUTANTS = [
         "",
         ["tests/test_run.py::test_digits_run_writes_the_run_directory_contract"],
     ),
+    # what a pre-trained model forgets, and the remedies (issue 29)
+    Mutant(
+        "pretrain-model-head-not-loaded",  # the source head left at its random init
+        "lab/experiment.py",
+        "        model.source_head.load_state_dict(own_head.state_dict())\n",
+        "        pass\n",
+        [
+            "tests/test_pretrained_forgetting.py::test_a_source_saved_in_timms_layout_is_the_models_own_with_the_same_column"
+        ],
+    ),
+    Mutant(
+        "timm-file-classifier-dropped",  # timm's loader then drops a head of another width
+        "lab/models/timm_backbone.py",
+        '            kwargs["pretrained_cfg_overlay"]["num_classes"] = classes\n',
+        "",
+        [
+            "tests/test_pretrained_forgetting.py::test_a_source_saved_in_timms_layout_is_the_models_own_with_the_same_column"
+        ],
+    ),
+    Mutant(
+        "pretraining-shares-the-streams-batch-order",
+        "lab/experiment.py",
+        "                order,\n",
+        "                torch.Generator().manual_seed(config['seed'] + 1),\n",
+        [
+            "tests/test_pretrained_forgetting.py::test_a_source_saved_in_timms_layout_is_the_models_own_with_the_same_column"
+        ],
+    ),
+    Mutant(
+        "imagenet-val-flat-layout-misread",
+        "lab/data/folders.py",
+        'wnid = path.parent.name if path.parent != directory else path.stem.rsplit("_", 1)[-1]',
+        'wnid = path.parent.name if path.parent != directory else path.stem.split("_", 1)[-1]',
+        [
+            "tests/test_pretrained_forgetting.py::test_imagenet_val_reads_torchvisions_and_the_hubs_layouts_with_in1ks_labels"
+        ],
+    ),
+    Mutant(
+        "imagenet-crop-not-centred",
+        "lab/data/folders.py",
+        "    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)",
+        "    left, top = 0, 0",
+        [
+            "tests/test_pretrained_forgetting.py::test_imagenets_evaluation_view_is_the_centre_of_the_shorter_side_at_size_over_0875"
+        ],
+    ),
+    Mutant(
+        "eval-samples-overlap-the-fisher-set",
+        "lab/pretrain.py",
+        "        rest[test_rows] = False\n",
+        "",
+        [
+            "tests/test_pretrained_forgetting.py::test_eval_samples_draws_that_many_per_class_and_the_fisher_reads_the_rest"
+        ],
+    ),
+    Mutant(
+        "l2-sp-anchor-moves-with-each-task",  # lab's l2, not L2-SP
+        "lab/strategies/l2_sp.py",
+        "        if self.start is None:\n            self.start = {",
+        "        if True:\n            self.start = {",
+        [
+            "tests/test_pretrained_forgetting.py::test_l2_sp_is_alpha_half_toward_the_start_plus_beta_half_on_the_heads"
+        ],
+    ),
+    Mutant(
+        "l2-sp-heads-toward-the-start-too",
+        "lab/strategies/l2_sp.py",
+        "        return ce + self.alpha / 2 * toward_start + self.beta / 2 * heads",
+        "        return ce + self.alpha / 2 * toward_start + self.beta * heads",
+        [
+            "tests/test_pretrained_forgetting.py::test_l2_sp_is_alpha_half_toward_the_start_plus_beta_half_on_the_heads"
+        ],
+    ),
+    Mutant(
+        "wise-ft-interpolates-loras-a",
+        "lab/strategies/wise_ft.py",
+        'n: end[n] if ".lora_A." in n else torch.lerp(s0, end[n].to(s0.dtype), alpha)',
+        "n: torch.lerp(s0, end[n].to(s0.dtype), alpha)",
+        ["tests/test_pretrained_forgetting.py::test_wise_ft_interpolates_every_tensor_but_loras_a"],
+    ),
+    Mutant(
+        "wise-ft-alpha-reversed",
+        "lab/strategies/wise_ft.py",
+        "self._floating(model), self.alpha))",
+        "self._floating(model), 1 - self.alpha))",
+        [
+            "tests/test_pretrained_forgetting.py::test_wise_ft_curve_runs_from_the_pre_trained_source_to_plain_fine_tuning"
+        ],
+    ),
+    Mutant(
+        "wise-ft-curve-leaves-the-model-interpolated",
+        "lab/strategies/wise_ft.py",
+        "        self._load(model, final)\n",
+        "",
+        [
+            "tests/test_pretrained_forgetting.py::test_wise_ft_curve_runs_from_the_pre_trained_source_to_plain_fine_tuning"
+        ],
+    ),
+    Mutant(
+        "lp-ft-backbone-not-frozen",
+        "lab/engine.py",
+        "        p.requires_grad_(id(p) in heads)\n",
+        "        p.requires_grad_(True)\n",
+        [
+            "tests/test_pretrained_forgetting.py::test_lp_ft_trains_the_heads_alone_first_and_gives_the_rest_back"
+        ],
+    ),
+    Mutant(
+        "lp-ft-skipped",
+        "lab/engine.py",
+        "        if finetune.lp_epochs:  # LP-FT: the heads alone first (lab.finetune)",
+        "        if False:",
+        [
+            "tests/test_pretrained_forgetting.py::test_lp_ft_runs_end_to_end_and_differs_from_fine_tuning"
+        ],
+    ),
+    Mutant(
+        "pareto-front-keeps-dominated-points",
+        "lab/report/figures.py",
+        "(x2 >= x and y2 >= y) and (x2 > x or y2 > y)",
+        "(x2 > x and y2 > y)",
+        [
+            "tests/test_pretrained_forgetting.py::test_the_pareto_front_and_the_mean_wise_ft_curve_by_hand"
+        ],
+    ),
 ]
 
 

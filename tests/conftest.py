@@ -46,3 +46,20 @@ def fast_config():
         return validate(compose_config([*FAST, *overrides]))
 
     return make
+
+
+# The modules whose tests are whole lab-run processes or sweeps (tens of seconds each)
+SLOW_MODULES = {"test_cluster", "test_resume", "test_run", "test_wandb", "test_faults"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: under `make test`'s workers (work stealing) the long runs then
+    overlap each other, and the short tests fill the gaps, instead of one long run
+    starting last and the suite waiting for it alone. The order within each part is kept."""
+
+    def slow(item: pytest.Item) -> bool:
+        module = item.module.__name__ if item.module is not None else ""
+        named = "extending" in item.name or "lab_run" in item.name
+        return item.get_closest_marker("e2e") is not None or module in SLOW_MODULES or named
+
+    items.sort(key=lambda item: not slow(item))

@@ -117,6 +117,7 @@ ABLATIONS = {
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
     "pretrained_forgetting": {"+regime", "strategy", "seed"},
+    "lora_vs_full": {"optimizer.lr", "finetune.lora.rank", "finetune.lora.alpha", "seed"},
 }
 
 

@@ -41,6 +41,8 @@ def method_colors(labels: Iterable[str]) -> dict[str, tuple]:
     """One colour per method label, in order of first appearance."""
     unique = list(dict.fromkeys(labels))
     palette = plt.get_cmap("tab10" if len(unique) <= 10 else "tab20").colors
+    if len(unique) > 20:  # e.g. 5 regimes x 5 remedies: 40 distinct colours
+        palette = palette + plt.get_cmap("tab20b").colors
     return {label: palette[i % len(palette)] for i, label in enumerate(unique)}
 
 
@@ -195,15 +197,18 @@ def forgetting_bars(
     return _save(fig, path)
 
 
+def _legend_below_height(entries: int) -> float:
+    """A figure's height with a 3-inch plot and a one-column legend of `entries` below."""
+    return 3.0 + 0.19 * entries
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """The indices of the points no other point beats on both coordinates (higher is
     better on each), from left to right."""
     front = [
         i
         for i, (x, y) in enumerate(points)
-        if not any(
-            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points)
-        )
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for x2, y2 in points)
     ]
     return sorted(front, key=lambda i: points[i][0])
 
@@ -215,7 +220,7 @@ def pretrain_tradeoff(
     """What a regime keeps of the pre-training source (its final accuracy) against what it
     learns of the stream (final ACC), one point per method, ± one std over seeds; the
     methods on the Pareto front (no other is better on both) joined by a line and ringed."""
-    fig, axes = _figure(COLUMN_WIDTH + 0.5, 3.8)
+    fig, axes = _figure(FIGURE_WIDTH, _legend_below_height(len(groups) + 1))
     ax = axes[0, 0]
     means = []
     for group in groups:
@@ -248,7 +253,7 @@ def pretrain_tradeoff(
     ax.set_ylabel("source: final accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return _save(fig, path)
 
 
@@ -288,7 +293,7 @@ def wise_ft_curves(
     ax.set_ylabel("source: accuracy (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    fig.legend(loc="outside lower center", ncols=1, frameon=False)
     return _save(fig, path)
 
 
