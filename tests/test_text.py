@@ -198,6 +198,12 @@ def test_the_mlm_column_by_hand_on_a_three_sentence_text(bert, held_out):
     ids = [tokenizer(line)["input_ids"] for line in HELD_OUT]
     words = sum(len(i) - 2 for i in ids)  # [CLS] and [SEP] are never masked
     assert len(text.targets) == round(0.15 * words)
+    for seed in range(20):  # never [CLS] nor [SEP], whatever the draw
+        drawn = mask_text(HELD_OUT, tokenizer, 64, 0.15, seed=seed)
+        assert all(
+            0 < c < len(ids[r]) - 1
+            for r, c in zip(drawn.rows.tolist(), drawn.columns.tolist(), strict=True)
+        )
     assert all(
         0 < c < len(ids[r]) - 1
         for r, c in zip(text.rows.tolist(), text.columns.tolist(), strict=True)
@@ -217,6 +223,13 @@ def test_the_mlm_column_by_hand_on_a_three_sentence_text(bert, held_out):
             logits = masked_lm(input_ids=torch.tensor([row])).logits[0, c]
         correct += int(logits.argmax()) == target
     expected = correct / len(text.targets)
+    assert expected > 0  # the fixture's model learnt some of its words
+    # the text is masked at the chosen positions, and nowhere else
+    original = pack(ids, text.masked.shape[1] - 1, tokenizer.pad_token_id)
+    changed = (text.masked != original).nonzero().tolist()
+    assert changed == [
+        [r, 1 + c] for r, c in zip(text.rows.tolist(), text.columns.tolist(), strict=True)
+    ]
 
     from lab.models.hf_mlm import MaskedTokenAccuracy
 
