@@ -70,6 +70,7 @@ def plain(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.arch)
+    max_length = min(args.max_length, tokenizer.model_max_length)  # as the lab cuts
     files = json.loads(args.files)
     labels: list[str] = []
     tasks = []
@@ -80,9 +81,7 @@ def plain(args: argparse.Namespace) -> None:
             for row in rows:
                 if row["label"] not in labels:
                     labels.append(row["label"])
-            encoded = tokenizer(
-                [r["text"] for r in rows], truncation=True, max_length=args.max_length
-            )
+            encoded = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
             examples = [
                 {"input_ids": ids, "labels": labels.index(r["label"])}
                 for ids, r in zip(encoded["input_ids"], rows, strict=True)
