@@ -258,7 +258,7 @@ def test_lab_run_on_csv_files_writes_the_matrix_and_the_mlm_column(bert, tasks, 
     assert [t["description"] for t in results["tasks"]] == ["reviews_train", "topics_train"]
     assert len(results["acc_matrix"]) == 2 and results["acc_matrix"][0][0] > 0.5
     source = results["pretrain"]
-    assert source["description"].startswith("masked tokens of")
+    assert source["description"].startswith(f"masked-LM on {held_out}: ")
     assert len(source["acc"]) == 2 and set(source["metrics"]) == {"acc", "bwt", "forgetting"}
     timing = results["timing"]
     assert timing["train_tokens_per_s"] > 0 and timing["eval_tokens_per_s"] > 0
@@ -406,3 +406,17 @@ def test_text_cl5_merges_yelp_and_amazon_labels_in_the_four_orders(bert, tmp_pat
         for o in (2, 3, 4)
     }
     assert orders[4] == ["ag_news", "yelp", "amazon", "yahoo", "dbpedia"]
+
+
+def test_layer_decay_and_progressive_unfreezing_run_on_text(bert, tasks, tmp_path):
+    extra = ["finetune.layer_decay=0.5", "finetune.unfreeze_every=2", "finetune.head_lr_scale=10"]
+    config = text_config(bert, tasks, tmp_path, *extra, "keep_checkpoint=true")
+    results = run_experiment(config, tmp_path / "run")
+    assert results["status"] == "complete" and results["diverged"] == []
+    model = build_model("hf", None, [4], arch=str(bert))
+    rates = [g["lr"] for g in ft.param_groups(model, ft.Finetune(layer_decay=0.5), 1.0)]
+    assert sorted(rates, reverse=True) == [
+        1.0,
+        0.5,
+        0.25,
+    ]  # the top layer, then down to the embeddings

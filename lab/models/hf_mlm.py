@@ -115,5 +115,7 @@ def mlm_source(config: dict, model, device: torch.device, precision: str):
     max_length = backbone.max_length(config["data"]["max_length"])
     text = mask_text(lines, backbone.tokenizer, max_length, settings["mask_prob"], config["seed"])
     scorer = MaskedTokenAccuracy(text, device, config["train"]["eval_batch_size"], precision)
-    description = f"masked tokens of {settings['path']} ({len(text.targets)} of {len(lines)} lines)"
+    description = (
+        f"masked-LM on {settings['path']}: {len(text.targets)} tokens masked in {len(lines)} lines"
+    )
     return description, scorer
