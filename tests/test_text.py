@@ -266,7 +266,10 @@ def test_lab_run_on_csv_files_writes_the_matrix_and_the_mlm_column(bert, tasks, 
     assert "pretrain" in header
 
 
-STRATEGY_RUNS = ["naive", "ewc", "lwf", "l2", "si", "mas", "replay", "der", "agem"]
+STRATEGY_RUNS = [
+    "naive", "ewc", "online_ewc", "lwf", "l2", "si", "mas", "replay", "der", "agem", "joint",
+    "weight_decay",
+]  # fmt: skip
 FINETUNE_RUNS = ["lora", "prompt", "prefix", "linear_probe"]
 
 
