@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lab.data.datasets import LOADERS, NUM_CLASSES
+from lab.data.datasets import LOADERS, NUM_CLASSES, TEXT
 from lab.data.streams import SCENARIOS, STREAMS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
@@ -149,7 +149,19 @@ MODEL = {
         "input_size": lambda key, value: integer(minimum=16, optional=True)(key, value),
         "drop_path_rate": number(0.0, 1.0),
     },
+    "hf": {
+        "name": one_of(MODELS),
+        "init": one_of(("default",)),  # the weights are always the checkpoint's
+        "arch": lambda key, value: _hf_arch(key, value),
+        "pooling": one_of(("cls", "mean")),
+    },
 }
+TEXT_MODELS = ("hf",)  # the families that read text (lab.data.text)
+
+
+def _hf_arch(key: str, value: Any) -> None:
+    if not isinstance(value, str) or value in ("???", ""):
+        _fail(key, value, "a Hugging Face model name or a save_pretrained directory (required)")
 
 
 def _timm_arch(key: str, value: Any) -> None:
@@ -201,6 +213,7 @@ def string_list(key: str, value: Any) -> None:
 DATA = {
     "root": string,
     "store_size": integer(minimum=1, optional=True),  # images' stored side (lab.data.decoded)
+    "max_length": integer(minimum=2),  # a text's tokens at most (lab.data.text)
 }
 LOGGER = {
     "none": {"name": anything},
@@ -271,7 +284,43 @@ DATASET_BENCHMARK = {
 }
 
 
+# A text benchmark: a task per file (text_csv) or per dataset (text_cl5), lab.data.text
+TEXT_BENCHMARK = {
+    "text_csv": {
+        "name": anything,
+        "dataset": one_of(LOADERS),
+        "train": string_list,
+        "test": string_list,
+        "text_column": string,
+        "label_column": string,
+    },
+    "text_cl5": {
+        "name": anything,
+        "dataset": one_of(LOADERS),
+        "order": one_of((1, 2, 3, 4)),
+        "train_per_class": integer(minimum=1, optional=True),
+    },
+}
+
+
+def _check_text_benchmark(b: dict[str, Any]) -> None:
+    _check_group("benchmark", b, TEXT_BENCHMARK[b["dataset"]])
+    if b["dataset"] == "text_csv":
+        for key in ("train", "test"):
+            if b[key] == "???" or not b[key]:
+                _fail(f"benchmark.{key}", b[key], "a list of CSV files, one per task (required)")
+        if len(b["train"]) != len(b["test"]):
+            _fail(
+                "benchmark.test",
+                b["test"],
+                f"a list of {len(b['train'])} CSV files, one per task as benchmark.train",
+            )
+
+
 def _check_benchmark(b: dict[str, Any], scenario: str) -> None:
+    if b.get("dataset") in TEXT:
+        _check_text_benchmark(b)
+        return
     stream = b.get("stream")
     one_of(STREAMS)("benchmark.stream", stream)
     _check_group(
@@ -360,22 +409,34 @@ PRETRAIN = {
         "classes": class_list,
         "eval_samples": integer(minimum=1, optional=True),
     },
+    "mlm": {  # a masked LM's own head on a held-out text (lab.models.hf_mlm)
+        "name": anything,
+        "dataset": one_of(("text_file",)),
+        "path": string,
+        "mask_prob": number(0.0, 1.0, low_open=True),
+    },
 }
 
 
 def _check_pretrain(pretrain: dict[str, Any]) -> None:
+    if pretrain["name"] == "mlm" and pretrain["path"] == "???":
+        _fail("pretrain.path", "???", "a held-out text file, one passage a line (required)")
     if pretrain["name"] == "file" and pretrain["path"] == "???":
         _fail("pretrain.path", "???", "the path of a state_dict or a lab checkpoint.pt (required)")
     if pretrain["name"] == "source":
         _check_group_name("pretrain.optimizer", pretrain["optimizer"], OPTIMIZERS)
         _check_group("pretrain.optimizer", pretrain["optimizer"], OPTIMIZER)
-    if pretrain.get("dataset") is not None and pretrain.get("classes") is not None:
+    if (
+        pretrain["name"] != "mlm"
+        and pretrain.get("dataset") is not None
+        and pretrain.get("classes") is not None
+    ):
         labels = NUM_CLASSES[pretrain["dataset"]]
         if labels is not None and max(pretrain["classes"]) >= labels:
             _fail("pretrain.classes", pretrain["classes"], f"labels of 0..{labels - 1}")
 
 
-FINETUNE_MODES = ("full", "freeze", "linear_probe", "lora")
+FINETUNE_MODES = ("full", "freeze", "linear_probe", "lora", "prompt", "prefix")
 
 
 def int_or_names(key: str, value: Any) -> None:
@@ -394,6 +455,7 @@ FINETUNE = {
     "mode": one_of(FINETUNE_MODES),
     "freeze": int_or_names,
     "lora": anything,  # LORA
+    "virtual_tokens": integer(minimum=1),  # prompt and prefix modes (lab.models.hf_peft)
     "head_lr_scale": number(0.0),
     "backbone_lr_scale": number(0.0),
     "layer_decay": number(0.0, low_open=True),
@@ -443,7 +505,9 @@ def _check_engine(config: dict[str, Any]) -> None:
                 f"implements: {', '.join(STRATEGIES)})"
             )
         return
-    regime = {k: v for k, v in config["finetune"].items() if k not in ("freeze", "lora")}
+    regime = {
+        k: v for k, v in config["finetune"].items() if k not in ("freeze", "lora", "virtual_tokens")
+    }
     if config["pretrain"]["name"] != "none" or regime != DEFAULT_REGIME:
         raise ConfigError(
             "pretrain and finetune run on the lab engine; valid with engine=avalanche: "
@@ -482,6 +546,37 @@ def _check_engine(config: dict[str, Any]) -> None:
         )
 
 
+def _check_text(config: dict[str, Any]) -> None:
+    """Text benchmarks need a text model and the other way round; what text cannot do."""
+    dataset, model = config["benchmark"]["dataset"], config["model"]["name"]
+    if (dataset in TEXT) != (model in TEXT_MODELS):
+        if dataset in TEXT:
+            _fail("model", model, f"{', '.join(TEXT_MODELS)} (benchmark={dataset} is text)")
+        _fail(
+            "benchmark",
+            config["benchmark"]["name"],
+            f"a text benchmark ({', '.join(TEXT)}) for model={model}",
+        )
+    if config["pretrain"]["name"] == "mlm" and model not in TEXT_MODELS:
+        _fail("pretrain", "mlm", "none, source, file (pretrain=mlm scores a masked LM: model=hf)")
+    mode = config["finetune"]["mode"]
+    if mode in ("prompt", "prefix") and model not in TEXT_MODELS:
+        _fail(
+            "finetune.mode", mode, "full, freeze, linear_probe, lora (prompt and prefix: model=hf)"
+        )
+    if dataset in TEXT:
+        if config["pretrain"]["name"] in ("source", "file"):
+            _fail(
+                "pretrain",
+                config["pretrain"]["name"],
+                "none, mlm (a text model's own pre-training)",
+            )
+        if config["train"]["augment"] != {"crop_padding": 0, "flip": False, "noise_std": 0.0}:
+            raise ConfigError("train.augment augments images; valid for text: no augmentation")
+        if config["engine"] != "lab":
+            _fail("engine", config["engine"], "lab (text streams run on the lab engine)")
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as a plain dict, or ConfigError naming the first bad value."""
     if isinstance(cfg, DictConfig):
@@ -507,6 +602,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             f"model.pretrained=true and model.weights={model['weights']} both choose the "
             "weights; valid: one of them (the hub's, or the file's)"
         )
+    _check_text(config)
     _check_group_name("optimizer", config["optimizer"], OPTIMIZERS)
     _check_group("optimizer", config["optimizer"], OPTIMIZER)
     _check_group("train", config["train"], TRAIN)

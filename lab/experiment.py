@@ -14,6 +14,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ from lab.augment import Augment
 from lab.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint, set_rng_states
 from lab.config import check_split
 from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
-from lab.data.datasets import NUM_CLASSES
+from lab.data.datasets import NUM_CLASSES, TEXT
 from lab.data.inputs import ModelInputs
+from lab.data.text import TextDataset, build_text_stream, throughput
 from lab.engine import (
     TaskResult,
     TrainSettings,
@@ -39,6 +41,7 @@ from lab.engine import (
 )
 from lab.errors import ConfigError, LabError
 from lab.models import Classifier, attach_heads, backbone_inputs, build_backbone
+from lab.models.hf_mlm import mlm_source
 from lab.optim import OptimizerSettings, make_optimizer
 from lab.precision import compile_backbone, resolve_precision
 from lab.preemption import Stopped, held
@@ -66,10 +69,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def dataset_options(config: dict[str, Any]) -> dict[str, Any]:
+def dataset_options(
+    config: dict[str, Any], backbone: torch.nn.Module | None = None
+) -> dict[str, Any]:
     """The loader options of a config (lab.data.load_dataset): data.store_size, and an
-    image_folder benchmark's root (the loader's folder), test_fraction and split_seed."""
+    image_folder benchmark's root (the loader's folder), test_fraction and split_seed; a
+    text benchmark's own keys and the `backbone`'s tokenizer (lab.data.text)."""
     b = config["benchmark"]
+    if b["dataset"] in TEXT:
+        keys = ("train", "test", "text_column", "label_column", "order", "train_per_class")
+        options = {k: b[k] for k in keys if k in b}
+        if backbone is not None:
+            options["tokenizer"] = getattr(backbone, "tokenizer", None)
+            options["max_length"] = backbone.max_length(config["data"]["max_length"])
+        return options
     options = {"store_size": config["data"].get("store_size")}
     if "root" in b:
         options["folder"] = b["root"]
@@ -89,9 +102,23 @@ def make_stream(
     dataset = dataset or load_dataset(
         b["dataset"], config["data"]["root"], **dataset_options(config)
     )
+    if isinstance(dataset, TextDataset):  # a task per file or dataset
+        stream = build_text_stream(dataset, config["scenario"], device)
+    else:
+        stream = _image_stream(config, dataset, inputs, device)
+    samples = config["eval"]["samples_per_task"]
+    if samples is not None:
+        stream.tasks = [subsample_test_set(task, samples, config["seed"]) for task in stream.tasks]
+    return stream
+
+
+def _image_stream(
+    config: dict[str, Any], dataset: Dataset, inputs: ModelInputs | None, device
+) -> Stream:
+    b = config["benchmark"]
     if b["stream"] == "split" and NUM_CLASSES[b["dataset"]] is None:
         check_split(b, config["scenario"], dataset.num_classes)  # counted only now
-    stream = build_stream(
+    return build_stream(
         dataset,
         stream=b["stream"],
         scenario=config["scenario"],
@@ -105,10 +132,6 @@ def make_stream(
         inputs=inputs,
         device=device,
     )
-    samples = config["eval"]["samples_per_task"]
-    if samples is not None:
-        stream.tasks = [subsample_test_set(task, samples, config["seed"]) for task in stream.tasks]
-    return stream
 
 
 def place_backbone(backbone: torch.nn.Module, device: torch.device) -> ModelInputs:
@@ -150,16 +173,25 @@ def build(
     """The stream (on `device`), model and strategy of a config. Seed first: the model's
     initial weights come from the global RNG. No strategy with engine=avalanche: Avalanche
     builds its own (lab.avalanche.strategies)."""
-    dataset = load_dataset(
-        config["benchmark"]["dataset"], config["data"]["root"], **dataset_options(config)
-    ).to(device)
     model_options = {k: v for k, v in config["model"].items() if k not in ("name", "init")}
-    backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
+    backbone = None
+    if config["benchmark"]["dataset"] in TEXT:  # the model first: its tokenizer reads the text
+        backbone = build_backbone(config["model"]["name"], None, **model_options)
+    dataset = load_dataset(
+        config["benchmark"]["dataset"], config["data"]["root"], **dataset_options(config, backbone)
+    ).to(device)
+    if backbone is None:
+        backbone = build_backbone(config["model"]["name"], dataset.image_shape, **model_options)
     inputs = place_backbone(backbone, device)
     stream = make_stream(config, dataset, inputs, device)
     own_head = own_classifier(backbone, config)
     head_outputs = own_head.out_features if own_head is not None else None
-    source = make_source(config, dataset, inputs, device, head_outputs)
+    # pretrain=mlm's column is the masked-LM head's (lab.models.hf_mlm), not a source task
+    source = (
+        None
+        if config["pretrain"]["name"] == "mlm"
+        else make_source(config, dataset, inputs, device, head_outputs)
+    )
     if source is not None:
         if source.train_x.shape[1:] != stream.tasks[0].train_x.shape[1:]:
             raise ConfigError(
@@ -273,6 +305,8 @@ class Setup:
     generator: torch.Generator  # the order of the batches
     augment_generator: torch.Generator
     analysis: Analysis  # probes and CKA (config analysis), if any
+    # a pretrain column scored by a function of the model (pretrain=mlm: lab.models.hf_mlm)
+    source_score: tuple[str, Callable[[Classifier], float]] | None = None
     start_task: int = 0
     time_before: float = 0.0  # seconds the run had taken before it was cut (a resume)
 
@@ -302,6 +336,7 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         torch.Generator(device).manual_seed(config["seed"]),
         build_analysis(config["analysis"], config["seed"]),
     )
+    setup.source_score = mlm_source(config, model, device, settings.precision)
     if checkpoint is not None:
         _restore(setup, checkpoint, results)
         log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
@@ -352,6 +387,9 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
     )
     if stream.source is not None:
         results.set_source(stream.source.description, accuracies[-1])
+    if setup.source_score is not None:
+        description, score = setup.source_score
+        results.set_source(description, score(model))
     if stream.scenario == "class":  # class-IL scored task-IL by masking, too
         masked = evaluate_task_masked(
             model, stream.tasks, setup.settings.eval_batch_size, setup.settings.precision
@@ -403,6 +441,9 @@ class Recorder:
 
     def __call__(self, task: TaskResult) -> None:
         run_dir, setup, results = self.run_dir, self.setup, self.results
+        if setup.source_score is not None:  # pretrain=mlm: the masked-LM head's column
+            accuracy = setup.source_score[1](setup.model)
+            task = dataclasses.replace(task, source_accuracy=accuracy)
         results.data["timing"]["total_s"] = self.elapsed()
         if self.wandb_run is not None and self.wandb_run.where is not None:
             results.data["wandb"] = self.wandb_run.where  # lab-report finds a sweep's group by it
@@ -423,6 +464,7 @@ class Recorder:
                 task.source_accuracy,
                 task.task_masked,
             )
+            throughput(setup.stream, results.data)  # text: tokens/s
             if (
                 setup.strategy is not None
             ):  # Avalanche's strategies are not checkpointed: it restarts
@@ -440,7 +482,7 @@ class Recorder:
             write_acc_matrix_csv(
                 run_dir / "acc_matrix.csv",
                 with_source_column(results.data)[0],
-                with_source=setup.stream.source is not None,
+                with_source="pretrain" in results.data,
             )
         analysed = {}
         if results.data.get("probe_matrix"):

@@ -9,6 +9,9 @@ finetune.mode
                 Conv2d layers (`lora.targets`, null: all of them): W x + (alpha/r) B A x
                 with A (r x in) and B (out x r, starting at 0) trainable, W frozen. The heads
                 train in full.
+  prompt        prompt tuning (Lester et al. 2021), and
+  prefix        prefix tuning (Li & Liang 2021): `virtual_tokens` trainable tokens, model=hf
+                only, through peft (lab.models.hf_peft). The heads train in full.
 
 Layer groups are the backbone's, from input to output, as its family groups them (MLP:
 each Linear; CNN: each conv, then the Linear; ResNet-18: the stem, then the four stages;
@@ -46,7 +49,7 @@ from lab.errors import ConfigError
 from lab.models import Classifier, backbone_groups
 from lab.models.groups import LayerGroup
 
-MODES = ("full", "freeze", "linear_probe", "lora")
+MODES = ("full", "freeze", "linear_probe", "lora", "prompt", "prefix")
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Finetune:
     lora: dict[str, Any] = field(
         default_factory=lambda: {"rank": 8, "alpha": 16, "dropout": 0.0, "targets": None}
     )
+    virtual_tokens: int = 20  # prompt and prefix modes
     head_lr_scale: float = 1.0
     backbone_lr_scale: float = 1.0
     layer_decay: float = 1.0
@@ -137,6 +141,10 @@ def apply(model: Classifier, settings: Finetune) -> None:
             target_modules=_lora_targets(model, settings),
         )
         inject_adapter_in_model(config, model.backbone)  # freezes the base weights
+    elif settings.mode in ("prompt", "prefix"):  # a transformer's (lab.models.hf_peft)
+        from lab.models.hf_peft import add_virtual_tokens
+
+        add_virtual_tokens(model.backbone, settings.mode, settings.virtual_tokens)
 
 
 def trainable(model: Classifier) -> list[nn.Parameter]:
@@ -178,5 +186,7 @@ def unfreeze(model: Classifier, settings: Finetune, epoch: int | None) -> None:
     for depth, (_, module) in enumerate(groups):
         for name, p in module.named_parameters():
             if id(p) in frozen or (settings.mode == "lora" and "lora_" not in name):
+                continue
+            if settings.mode in ("prompt", "prefix") and "prompt_encoder" not in name:
                 continue
             p.requires_grad_(depth < open_groups)

@@ -1,6 +1,6 @@
 """Break the code on purpose, one named bug at a time, and check that the tests notice.
 
-    python scripts/mutants.py            # every mutant (128; 52 min on 2 busy cores)
+    python scripts/mutants.py            # every mutant (141; about 55 min on 2 busy cores)
     python scripts/mutants.py --list     # their names
     python scripts/mutants.py ewc-half lwf-t-squared   # some of them
 
@@ -1066,10 +1066,10 @@ MUTANTS = [
         ],
     ),
     Mutant(
-        "pretraining-shares-the-streams-batch-order",
-        "lab/experiment.py",
-        "                order,\n",
-        "                torch.Generator().manual_seed(config['seed'] + 1),\n",
+        "timm-build-moves-the-heads-rng",  # what timm draws then sets the lab's heads
+        "lab/models/timm_backbone.py",
+        "        with torch.random.fork_rng(devices=[]):\n            torch.manual_seed(seed)\n",
+        "        if True:\n",
         [
             "tests/test_pretrained_forgetting.py::test_a_source_saved_in_timms_layout_is_the_models_own_with_the_same_column"
         ],
@@ -1169,6 +1169,112 @@ MUTANTS = [
         "(x2 > x and y2 > y)",
         [
             "tests/test_pretrained_forgetting.py::test_the_pareto_front_and_the_mean_wise_ft_curve_by_hand"
+        ],
+    ),
+    # text streams on a Hugging Face encoder (issue 32)
+    Mutant(
+        "text-batch-not-cut",  # every batch at the stream's whole width
+        "lab/data/tokens.py",
+        "longest = max(int(lengths.max()), 1) if len(batch) else 1",
+        "longest = batch.shape[1] - 1",
+        [
+            "tests/test_text.py::test_a_batch_is_cut_to_its_longest_sequence_with_the_mask_from_the_lengths"
+        ],
+    ),
+    Mutant(
+        "text-mask-one-pad-more",
+        "lab/data/tokens.py",
+        "mask = (torch.arange(longest, device=batch.device)[None, :] < lengths[:, None]).long()",
+        "mask = (torch.arange(longest, device=batch.device)[None, :] <= lengths[:, None]).long()",
+        [
+            "tests/test_text.py::test_a_batch_is_cut_to_its_longest_sequence_with_the_mask_from_the_lengths"
+        ],
+    ),
+    Mutant(
+        "hf-mean-pooling-counts-pads",
+        "lab/models/hf_backbone.py",
+        "weights = mask.to(hidden.dtype).unsqueeze(-1)",
+        "weights = torch.ones_like(mask, dtype=hidden.dtype).unsqueeze(-1)",
+        ["tests/test_text.py::test_cls_and_mean_pooling_by_hand_and_pads_change_nothing"],
+    ),
+    Mutant(
+        "hf-cls-pooling-last-position",
+        "lab/models/hf_backbone.py",
+        "return hidden[:, 0]",
+        "return hidden[:, -1]",
+        ["tests/test_text.py::test_cls_and_mean_pooling_by_hand_and_pads_change_nothing"],
+    ),
+    Mutant(
+        "mlm-masks-the-next-token",  # the mask one position off the token scored
+        "lab/models/hf_mlm.py",
+        "masked[rows, 1 + columns] = tokenizer.mask_token_id",
+        "masked[rows, 2 + columns] = tokenizer.mask_token_id",
+        ["tests/test_text.py::test_the_mlm_column_by_hand_on_a_three_sentence_text"],
+    ),
+    Mutant(
+        "mlm-masks-special-tokens",
+        "lab/models/hf_mlm.py",
+        "        if not special\n",
+        "        if True\n",
+        ["tests/test_text.py::test_the_mlm_column_by_hand_on_a_three_sentence_text"],
+    ),
+    Mutant(
+        "mlm-accuracy-per-row",  # correct masked tokens over the text's lines
+        "lab/models/hf_mlm.py",
+        "return correct.item() / len(text.targets)",
+        "return correct.item() / len(text.masked)",
+        ["tests/test_text.py::test_the_mlm_column_by_hand_on_a_three_sentence_text"],
+    ),
+    Mutant(
+        "csv-missing-column-unchecked",
+        "lab/data/text.py",
+        "            if column not in columns:",
+        "            if False:",
+        [
+            "tests/test_text.py::test_a_bad_csv_file_gets_one_line_naming_the_file_the_row_and_the_valid_values"
+        ],
+    ),
+    Mutant(
+        "csv-empty-text-kept",
+        "lab/data/text.py",
+        "            if not text:",
+        "            if False:",
+        [
+            "tests/test_text.py::test_a_bad_csv_file_gets_one_line_naming_the_file_the_row_and_the_valid_values"
+        ],
+    ),
+    Mutant(
+        "csv-unknown-label-unchecked",
+        "lab/data/text.py",
+        "            if label not in labels:",
+        "            if False:",
+        [
+            "tests/test_text.py::test_a_bad_csv_file_gets_one_line_naming_the_file_the_row_and_the_valid_values"
+        ],
+    ),
+    Mutant(
+        "tokens-cache-ignores-max-length",
+        "lab/data/text.py",
+        'f"{TOKENIZE}:{tokenizer_key(tokenizer)}:{max_length}"',
+        'f"{TOKENIZE}:{tokenizer_key(tokenizer)}"',
+        ["tests/test_text.py::test_csv_tasks_are_tokenised_once_into_a_cache_keyed_by_max_length"],
+    ),
+    Mutant(
+        "ewc-broadcast-embedding-not-expanded",  # BERT's positions: one delta for the batch
+        "lab/strategies/ewc.py",
+        "if isinstance(module, torch.nn.Embedding) and len(output) == 1 and n > 1:",
+        "if False:",
+        [
+            "tests/test_text.py::test_ewc_and_mas_closed_forms_match_per_sample_autograd_on_embeddings_and_norms"
+        ],
+    ),
+    Mutant(
+        "ewc-layernorm-batch-gradient",  # the square of the batch's sum, not the sum of squares
+        "lab/strategies/ewc.py",
+        "return (f(per_weight) * scale).sum(0), bias",
+        "return f((per_weight * scale).sum(0)), bias",
+        [
+            "tests/test_text.py::test_ewc_and_mas_closed_forms_match_per_sample_autograd_on_embeddings_and_norms"
         ],
     ),
 ]

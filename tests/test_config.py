@@ -39,6 +39,13 @@ def test_every_option_of_every_group_composes(compose_cfg, group):
             extra.append("benchmark.root=flowers")  # mandatory
         if group == "model" and name == "timm":
             extra.append("model.arch=test_vit")  # mandatory
+        text = ["model=hf", "model.arch=bert-base-uncased", "benchmark=text_cl5"]
+        if (group, name) in (("benchmark", "text_cl5"), ("model", "hf"), ("pretrain", "mlm")):
+            extra += [t for t in text if not t.startswith(f"{group}=")]  # a text model and data
+        if group == "benchmark" and name == "text_csv":
+            extra += [*text[:2], "benchmark.train=[a.csv]", "benchmark.test=[b.csv]"]
+        if group == "pretrain" and name == "mlm":
+            extra.append("pretrain.path=wiki.txt")  # mandatory
         config = validate(compose_cfg([f"{group}={name}", *extra]))
         assert config[group]["name"] == name
 

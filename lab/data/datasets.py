@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lab.data import folders
+from lab.data import folders, text
 from lab.data.decoded import DECODED, cached_images, resize
 from lab.errors import DataFileError, DataNotFoundError, brief
 
@@ -346,9 +346,13 @@ NUM_CLASSES: dict[str, int | None] = {
     "tinyimagenet": 200,
     "imagenet_r": 200,
     "cub200": 200,
+    "text_csv": None,
+    "text_cl5": text.CL5_CLASSES,
     "image_folder": None,
     "imagenet_val": 1000,
 }
+# Text benchmarks: tokenised by the model's tokenizer (lab.data.text), a task per file or set
+TEXT = ("text_csv", "text_cl5")
 # The side images are stored at when data.store_size is null, for the loaders that take it
 STORE_SIZE = {"cifar100": CIFAR100_SIZE, **folders.STORE_SIZE}
 
@@ -362,6 +366,8 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
     "tinyimagenet": folders.load_tinyimagenet,
     "imagenet_r": folders.load_imagenet_r,
     "cub200": folders.load_cub200,
+    "text_csv": text.load_text_csv,
+    "text_cl5": text.load_text_cl5,
     "image_folder": folders.load_image_folder,
     "imagenet_val": folders.load_imagenet_val,
 }

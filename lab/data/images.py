@@ -50,6 +50,16 @@ def to_float(x: Tensor) -> Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x
 
 
+def gather(base: Tensor, rows: Tensor | None, key: slice | Tensor, device: torch.device) -> Tensor:
+    """base[rows[key]] (base[key] without rows) on `device`: a base in pinned host memory
+    is indexed there and the batch alone moves."""
+    index = key if rows is None else rows[key]
+    if isinstance(index, Tensor) and index.device != base.device:
+        index = index.to(base.device)
+    x = base[index]
+    return x if x.device == device else x.to(device, non_blocking=True)
+
+
 class Images:
     """inputs(transform(base[rows] / 255)), computed for the indexed rows only.
 
@@ -87,13 +97,7 @@ class Images:
         return self._device or self.base.device
 
     def __getitem__(self, key: slice | Tensor) -> Tensor:
-        index = key if self.rows is None else self.rows[key]
-        if isinstance(index, Tensor) and index.device != self.base.device:
-            index = index.to(self.base.device)
-        x = self.base[index]
-        if x.device != self.device:  # a base in pinned host memory: the batch alone moves
-            x = x.to(self.device, non_blocking=True)
-        x = to_float(x)
+        x = to_float(gather(self.base, self.rows, key, self.device))
         if self.transform is not None:
             x = self.transform(x)
         return self.inputs(x, self.mean, self.std)

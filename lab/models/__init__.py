@@ -12,6 +12,8 @@ image shape and its config options, and says what the rest of the lab needs to k
     backbone.pretrained        optional: whether it holds pre-trained weights (kept as
                                loaded; default: no)
     backbone.lora_targets()    optional: the layers LoRA adapts by default (all Linear/Conv2d)
+    backbone.tokenizer         a text family's (hf): what the text benchmarks are tokenised
+                               with (lab.data.text); its batches are packed token rows
 
 Adding a family is one module and one `register` call; nothing else in the lab asks
 which family it has.
@@ -44,9 +46,16 @@ def _timm(*args, **options) -> nn.Module:
     return TimmBackbone(*args, **options)
 
 
+def _hf(*args, **options) -> nn.Module:
+    from lab.models.hf_backbone import HFBackbone  # transformers imports in ~1 s: only if asked
+
+    return HFBackbone(*args, **options)
+
+
 register("mlp", MLP)
 register("cnn", CNN)
 register("resnet18", ResNet18)
+register("hf", _hf)
 register("timm", _timm)
 MODELS = tuple(FAMILIES)
 

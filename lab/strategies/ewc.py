@@ -55,25 +55,36 @@ def _label_sets(probs: Tensor, y: Tensor, estimator: str, generator: torch.Gener
     return [(torch.full_like(y, c), probs[:, c]) for c in range(probs.shape[1])]
 
 
-def linear_layers(model: Classifier, names: list[str]) -> dict[str, torch.nn.Linear]:
-    """The nn.Linear modules holding any of the parameters `names`."""
+CLOSED_FORM = (torch.nn.Linear, torch.nn.Embedding, torch.nn.LayerNorm)
+
+
+def linear_layers(model: Classifier, names: list[str]) -> dict[str, torch.nn.Module]:
+    """The modules with a closed form of their per-sample gradients (nn.Linear, and a
+    transformer's nn.Embedding and nn.LayerNorm) holding any of the parameters `names`."""
     return {
         name: m
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and {f"{name}.weight", f"{name}.bias"} & set(names)
+        if isinstance(m, CLOSED_FORM) and {f"{name}.weight", f"{name}.bias"} & set(names)
     }
 
 
 def linear_forward(
-    model: Classifier, x: Tensor, head: int | None, linears: dict[str, torch.nn.Linear]
+    model: Classifier, x: Tensor, head: int | None, linears: dict[str, torch.nn.Module]
 ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
     """The model's output on x (with its graph), and the input a_n (detached) and output
-    z_n of every layer in `linears`: what per-sample gradients delta_n a_n^T are made of."""
+    z_n of every layer in `linears`: what per-sample gradients delta_n a_n^T are made of.
+    An embedding looked up once for the whole batch (BERT's positions, shaped (1, ...))
+    is expanded to one lookup per sample, so that each sample's delta is its own."""
     inputs, outputs = {}, {}
+    n = len(x)
 
     def keep(name):
         def hook(module, args, output):
-            inputs[name], outputs[name] = args[0].detach(), output
+            a = args[0]
+            if isinstance(module, torch.nn.Embedding) and len(output) == 1 and n > 1:
+                a, output = a.expand(n, *a.shape[1:]), output.expand(n, *output.shape[1:])
+            inputs[name], outputs[name] = a.detach(), output
+            return output
 
         return hook
 
@@ -85,6 +96,41 @@ def linear_forward(
         for handle in handles:
             handle.remove()
     return output, inputs, outputs
+
+
+def per_sample_sums(
+    module: torch.nn.Module, delta: Tensor, a: Tensor, f, weights: Tensor | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """sum_n w_n f(g_n) over the per-sample gradients g_n of a closed-form layer's weight
+    and bias (linear_layers), from the gradient delta at its output and its input a.
+
+    Linear: per_sample_linear_sums. LayerNorm, z = w * xhat + b: g_n(w) = sum_p delta_np
+    xhat_np, g_n(b) = sum_p delta_np. Embedding, z_np = W[i_np]: g_n(W)[v] = sum of
+    delta_np over the positions p where i_np = v: summed per (sample, token), then f, then
+    added into the token's row; the padding index's row gets none (as autograd gives it).
+    """
+    if isinstance(module, torch.nn.Linear):
+        return per_sample_linear_sums(delta, a, f, weights)
+    w = torch.ones(len(delta), device=delta.device) if weights is None else weights
+    if isinstance(module, torch.nn.LayerNorm):
+        shape = tuple(module.normalized_shape)
+        xhat = F.layer_norm(a.float(), shape, eps=module.eps)
+        d = delta.float().reshape(len(delta), -1, *shape)
+        per_weight = (d * xhat.reshape(d.shape)).sum(1)
+        scale = w.view(-1, *([1] * len(shape)))
+        bias = (f(d.sum(1)) * scale).sum(0) if module.bias is not None else None
+        return (f(per_weight) * scale).sum(0), bias
+    vocab = module.num_embeddings
+    index = a.reshape(len(a), -1).long()  # (n, positions)
+    rows = delta.reshape(len(delta), index.shape[1], -1)
+    keys = torch.arange(len(a), device=a.device)[:, None] * vocab + index
+    unique, inverse = torch.unique(keys.flatten(), return_inverse=True)
+    sums = rows.new_zeros(len(unique), rows.shape[-1]).index_add_(0, inverse, rows.flatten(0, 1))
+    weight = rows.new_zeros(vocab, rows.shape[-1])
+    weight.index_add_(0, unique % vocab, f(sums) * w[unique // vocab][:, None])
+    if module.padding_idx is not None:
+        weight[module.padding_idx] = 0
+    return weight, None
 
 
 def per_sample_linear_sums(
@@ -132,10 +178,11 @@ def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fish
                 log_likelihood, [outputs[n] for n in linears], retain_graph=True
             )
         for name, delta in zip(linears, deltas, strict=True):
-            weight, bias = per_sample_linear_sums(delta, inputs[name], torch.square, weights)
+            module = linears[name]
+            weight, bias = per_sample_sums(module, delta, inputs[name], torch.square, weights)
             if f"{name}.weight" in fisher:
                 fisher[f"{name}.weight"] += weight
-            if f"{name}.bias" in fisher:
+            if f"{name}.bias" in fisher and bias is not None:
                 fisher[f"{name}.bias"] += bias
 
 

@@ -28,7 +28,7 @@ from lab.data import Task
 from lab.errors import ConfigError
 from lab.models import Classifier
 from lab.strategies.base import penalised_parameters
-from lab.strategies.ewc import linear_forward, linear_layers, per_sample_linear_sums
+from lab.strategies.ewc import linear_forward, linear_layers, per_sample_sums
 from lab.strategies.quadratic import Anchored
 
 
@@ -60,10 +60,10 @@ def _linear_sensitivity(model, x, head, linears, total) -> None:
     with torch.enable_grad():
         deltas = torch.autograd.grad(output.square().sum(), [outputs[n] for n in linears])
     for name, delta in zip(linears, deltas, strict=True):
-        weight, bias = per_sample_linear_sums(delta, inputs[name], torch.abs)
+        weight, bias = per_sample_sums(linears[name], delta, inputs[name], torch.abs)
         if f"{name}.weight" in total:
             total[f"{name}.weight"] += weight
-        if f"{name}.bias" in total:
+        if f"{name}.bias" in total and bias is not None:
             total[f"{name}.bias"] += bias
 
 
