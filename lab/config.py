@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lab.data.datasets import LOADERS, NUM_CLASSES
-from lab.data.streams import SCENARIOS, STREAMS
+from lab.data.streams import EVAL_SPLITS, SCENARIOS, STREAMS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
@@ -119,6 +119,7 @@ COMMON_BENCHMARK = {
     "num_tasks": integer(minimum=1),
     "standardize": boolean,
     "strengths": strengths,
+    "tuning_tasks": integer(minimum=0),  # the first K tasks tune, the rest report
 }
 BENCHMARK = {
     "split": {**COMMON_BENCHMARK, "class_order": anything, "shuffle_classes": boolean},
@@ -200,6 +201,7 @@ def string_list(key: str, value: Any) -> None:
 
 DATA = {
     "root": string,
+    "validation_fraction": number(0.0, 1.0),  # of each class's training rows, held out
     "store_size": integer(minimum=1, optional=True),  # images' stored side (lab.data.decoded)
 }
 LOGGER = {
@@ -213,7 +215,7 @@ LOGGER = {
         "tags": string_list,
     },
 }
-EVAL = {"samples_per_task": integer(minimum=1, optional=True)}
+EVAL = {"samples_per_task": integer(minimum=1, optional=True), "split": one_of(EVAL_SPLITS)}
 ANALYSIS = {
     "probe": boolean,
     "probe_samples": integer(minimum=1, optional=True),
@@ -240,6 +242,7 @@ GROUPS = (
     "eval",
     "analysis",
     "data",
+    "hpo",  # a search's settings (+hpo=NAME, lab.hpo): read by the sweeper, not by a run
 )
 
 
@@ -466,6 +469,28 @@ def _check_engine(config: dict[str, Any]) -> None:
         )
 
 
+def _check_split(config: dict[str, Any]) -> None:
+    """eval.split, data.validation_fraction and benchmark.tuning_tasks together."""
+    split = config["eval"].get("split", "test")
+    fraction = config["data"].get("validation_fraction", 0.0)
+    if split == "validation" and fraction <= 0:
+        _fail(
+            "data.validation_fraction",
+            fraction,
+            "a number in (0, 1) with eval.split=validation, e.g. data.validation_fraction=0.1",
+        )
+    k, tasks = config["benchmark"].get("tuning_tasks", 0), config["benchmark"]["num_tasks"]
+    if k and k >= tasks:
+        _fail("benchmark.tuning_tasks", k, f"0..{tasks - 1} (the stream has {tasks} tasks)")
+    if k and fraction <= 0:
+        _fail(
+            "data.validation_fraction",
+            fraction,
+            "a number in (0, 1) with benchmark.tuning_tasks (the tuning tasks are scored on "
+            "their validation slices), e.g. data.validation_fraction=0.1",
+        )
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as a plain dict, or ConfigError naming the first bad value."""
     if isinstance(cfg, DictConfig):
@@ -516,6 +541,11 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], DATA)
+    _check_split(config)
+    if "hpo" in config:
+        from lab.hpo import settings as hpo_settings
+
+        hpo_settings(config.pop("hpo"))  # the sweep's, checked; not part of what a run computes
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])
     return config
