@@ -180,6 +180,10 @@ class LabHpoSweeper(Sweeper):
             )
             return returns
         for cut in [t for t in study.trials if t.state == TrialState.RUNNING]:
+            if set(cut.params) != {p.key for p in settings.params}:  # cut before its draw
+                self.reasons[cut.number] = "cut before its parameters were drawn"
+                study.tell(cut.number, state=TrialState.FAIL)
+                continue
             log.info("trial %d was cut: it runs again, resuming its run dir", cut.number)
             params = {p.key: cut.params[p.key] for p in settings.params}
             returns.append(self._launch(study, [(cut.number, params)]))
