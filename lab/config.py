@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lab.data.datasets import LOADERS, NUM_CLASSES, TEXT
-from lab.data.streams import SCENARIOS, STREAMS
+from lab.data.streams import EVAL_SPLITS, SCENARIOS, STREAMS
 from lab.errors import ConfigError
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
@@ -119,6 +119,7 @@ COMMON_BENCHMARK = {
     "num_tasks": integer(minimum=1),
     "standardize": boolean,
     "strengths": strengths,
+    "tuning_tasks": integer(minimum=0),  # the first K tasks tune, the rest report
 }
 BENCHMARK = {
     "split": {**COMMON_BENCHMARK, "class_order": anything, "shuffle_classes": boolean},
@@ -212,6 +213,7 @@ def string_list(key: str, value: Any) -> None:
 
 DATA = {
     "root": string,
+    "validation_fraction": number(0.0, 1.0),  # of each class's training rows, held out
     "store_size": integer(minimum=1, optional=True),  # images' stored side (lab.data.decoded)
     "max_length": integer(minimum=2),  # a text's tokens at most (lab.data.text)
 }
@@ -226,7 +228,7 @@ LOGGER = {
         "tags": string_list,
     },
 }
-EVAL = {"samples_per_task": integer(minimum=1, optional=True)}
+EVAL = {"samples_per_task": integer(minimum=1, optional=True), "split": one_of(EVAL_SPLITS)}
 ANALYSIS = {
     "probe": boolean,
     "probe_samples": integer(minimum=1, optional=True),
@@ -253,6 +255,7 @@ GROUPS = (
     "eval",
     "analysis",
     "data",
+    "hpo",  # a search's settings (+hpo=NAME, lab.hpo): read by the sweeper, not by a run
 )
 
 
@@ -577,6 +580,36 @@ def _check_text(config: dict[str, Any]) -> None:
             _fail("engine", config["engine"], "lab (text streams run on the lab engine)")
 
 
+def _check_split(config: dict[str, Any]) -> None:
+    """eval.split, data.validation_fraction and benchmark.tuning_tasks together."""
+    split = config["eval"].get("split", "test")
+    fraction = config["data"].get("validation_fraction", 0.0)
+    dataset = config["benchmark"]["dataset"]
+    if dataset in TEXT and (split != "test" or fraction > 0):
+        _fail(
+            "eval.split" if split != "test" else "data.validation_fraction",
+            split if split != "test" else fraction,
+            f"test and 0.0 for a text benchmark ({dataset}: its validation slices are not "
+            "built yet; tune on a text_csv stream of your own validation files)",
+        )
+    if split == "validation" and fraction <= 0:
+        _fail(
+            "data.validation_fraction",
+            fraction,
+            "a number in (0, 1) with eval.split=validation, e.g. data.validation_fraction=0.1",
+        )
+    k, tasks = config["benchmark"].get("tuning_tasks", 0), config["benchmark"].get("num_tasks")
+    if k and tasks is not None and k >= tasks:
+        _fail("benchmark.tuning_tasks", k, f"0..{tasks - 1} (the stream has {tasks} tasks)")
+    if k and fraction <= 0:
+        _fail(
+            "data.validation_fraction",
+            fraction,
+            "a number in (0, 1) with benchmark.tuning_tasks (the tuning tasks are scored on "
+            "their validation slices), e.g. data.validation_fraction=0.1",
+        )
+
+
 def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """The resolved config as a plain dict, or ConfigError naming the first bad value."""
     if isinstance(cfg, DictConfig):
@@ -628,6 +661,11 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], DATA)
+    _check_split(config)
+    if "hpo" in config:
+        from lab.hpo import settings as hpo_settings
+
+        hpo_settings(config.pop("hpo"))  # the sweep's, checked; not part of what a run computes
     logger = _check_group_name("logger", config["logger"], LOGGERS)
     _check_group("logger", config["logger"], LOGGER[logger])
     return config

@@ -30,6 +30,7 @@ from lab.config import check_split
 from lab.data import Dataset, Stream, build_stream, load_dataset, subsample_test_set
 from lab.data.datasets import NUM_CLASSES, TEXT
 from lab.data.inputs import ModelInputs
+from lab.data.streams import tuning_part
 from lab.data.text import TextDataset, build_text_stream, throughput
 from lab.engine import (
     TaskResult,
@@ -106,6 +107,10 @@ def make_stream(
         stream = build_text_stream(dataset, config["scenario"], device)
     else:
         stream = _image_stream(config, dataset, inputs, device)
+    # benchmark.tuning_tasks=K: tuned on the first K tasks' validation slices, reported
+    # on the rest of the stream (Chaudhry et al. 2019)
+    part = "tuning" if config["eval"].get("split") == "validation" else "final"
+    stream = tuning_part(stream, b.get("tuning_tasks", 0), part)
     samples = config["eval"]["samples_per_task"]
     if samples is not None:
         stream.tasks = [subsample_test_set(task, samples, config["seed"]) for task in stream.tasks]
@@ -131,6 +136,8 @@ def _image_stream(
         standardize=b["standardize"],
         inputs=inputs,
         device=device,
+        validation_fraction=config["data"].get("validation_fraction", 0.0),
+        evaluate_on=config["eval"].get("split", "test"),
     )
 
 
@@ -355,16 +362,21 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
     results.data["device"] = str(setup.device)
     results.data["device_name"] = device_name(setup.device)
     results.data["threads"] = torch.get_num_threads()  # a parallel sweep's share of the cores
+    split = config["eval"].get("split", "test")
+    results.data["eval_split"] = split  # what the matrix is measured on: test | validation
+    results.data["validation_fraction"] = config["data"].get("validation_fraction", 0.0)
     results.data["tasks"] = [
         {
             "id": t.id,
             "classes": t.classes,
             "description": t.description,
             "train_samples": len(t.train_y),
-            "test_samples": len(t.test_y),
+            f"{split}_samples": len(t.test_y),  # the samples the matrix is measured on
         }
         for t in stream.tasks
     ]
+    if stream.tuning_tasks:  # benchmark.tuning_tasks: which tasks of the stream were tuned on
+        results.data["tuning"] = {"tasks": stream.tuning_tasks, "part": stream.part}
     started = time.perf_counter()
     pretrain(config, stream, model, setup.device)
     if config["pretrain"]["name"] == "source":

@@ -98,6 +98,9 @@ def make_source(
         standardize=config["benchmark"]["standardize"],
         inputs=inputs,
         device=device,
+        # eval.split=validation: the source, too, is scored on held-out training images
+        validation_fraction=config["data"].get("validation_fraction", 0.0),
+        evaluate_on=config["eval"].get("split", "test"),
     ).tasks
     return replace(task, id=SOURCE, description=f"{pretrain['dataset']} {task.description}")
 

@@ -1,6 +1,6 @@
 """Break the code on purpose, one named bug at a time, and check that the tests notice.
 
-    python scripts/mutants.py            # every mutant (141; about 55 min on 2 busy cores)
+    python scripts/mutants.py            # every mutant (168; about 65 min on 2 busy cores)
     python scripts/mutants.py --list     # their names
     python scripts/mutants.py ewc-half lwf-t-squared   # some of them
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ("lab", "conf", "tests", "pyproject.toml")
+COPIED = ("lab", "conf", "tests", "pyproject.toml", "hydra_plugins")
 
 
 @dataclass
@@ -1275,6 +1275,112 @@ MUTANTS = [
         "return f((per_weight * scale).sum(0)), bias",
         [
             "tests/test_text.py::test_ewc_and_mas_closed_forms_match_per_sample_autograd_on_embeddings_and_norms"
+        ],
+    ),
+    # tuning on validation data, the first tasks, the Optuna sweeper (issue 33)
+    Mutant(
+        "validation-slice-trained-on",
+        "lab/data/streams.py",
+        "train_rows = (in_task & ~held).nonzero()[:, 0]",
+        "train_rows = in_task.nonzero()[:, 0]",
+        [
+            "tests/test_hpo.py::test_the_validation_slice_is_seeded_per_class_and_disjoint_from_training"
+        ],
+    ),
+    Mutant(
+        "validation-slice-unseeded",
+        "lab/data/streams.py",
+        "generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)",
+        "generator = torch.Generator().manual_seed(17)",
+        [
+            "tests/test_hpo.py::test_the_validation_slice_is_seeded_per_class_and_disjoint_from_training"
+        ],
+    ),
+    Mutant(
+        "validation-run-evaluates-the-test-sets",
+        "lab/data/streams.py",
+        """    if evaluate_on == "validation":  # the held-out rows are what is evaluated""",
+        """    if False:""",
+        ["tests/test_hpo.py::test_a_validation_run_reads_no_test_set"],
+    ),
+    Mutant(
+        "results-json-without-the-split",
+        "lab/experiment.py",
+        'results.data["eval_split"] = split',
+        'results.data["eval_split"] = "test"',
+        ["tests/test_hpo.py::test_a_validation_run_reads_no_test_set"],
+    ),
+    Mutant(
+        "tuning-tasks-kept-in-the-final-stream",
+        "lab/data/streams.py",
+        'chosen = stream.tasks[:tuning_tasks] if part == "tuning" else stream.tasks[tuning_tasks:]',
+        'chosen = stream.tasks[:tuning_tasks] if part == "tuning" else stream.tasks',
+        ["tests/test_hpo.py::test_tuning_tasks_tune_on_the_first_k_and_report_on_the_rest"],
+    ),
+    Mutant(
+        "report-mixes-splits",
+        "lab/report/runs.py",
+        "    if len(by_split) < 2:\n        return",
+        "    if True:\n        return",
+        ["tests/test_hpo.py::test_the_report_refuses_to_mix_splits_and_names_the_split"],
+    ),
+    Mutant(
+        "caption-without-the-split",
+        "lab/report/tables.py",
+        'text += "; " + measured_on(table) + "."',
+        'text += "."',
+        ["tests/test_hpo.py::test_the_report_refuses_to_mix_splits_and_names_the_split"],
+    ),
+    Mutant(
+        "diverged-trial-scored",
+        "lab/hpo.py",
+        '    if results.get("diverged"):\n        return None',
+        "    if False:\n        return None",
+        ["tests/test_hpo.py::test_a_failed_diverged_or_unscored_trial_has_no_objective"],
+    ),
+    Mutant(
+        "failed-trial-told-as-zero",
+        "hydra_plugins/lab_hpo_sweeper/sweeper.py",
+        "study.tell(number, state=TrialState.FAIL)\n                log.warning",
+        "study.tell(number, 0.0)\n                log.warning",
+        [
+            "tests/test_hpo.py::test_the_sweeper_records_failed_trials_as_failed_and_resumes_a_cut_trial"
+        ],
+    ),
+    Mutant(
+        "cut-trial-not-run-again",
+        "hydra_plugins/lab_hpo_sweeper/sweeper.py",
+        "for cut in [t for t in study.trials if t.state == TrialState.RUNNING]:",
+        "for cut in []:",
+        [
+            "tests/test_hpo.py::test_the_sweeper_records_failed_trials_as_failed_and_resumes_a_cut_trial"
+        ],
+    ),
+    Mutant(
+        "finished-search-not-said",
+        "hydra_plugins/lab_hpo_sweeper/sweeper.py",
+        "if len(finished) >= settings.trials:",
+        "if False:",
+        [
+            "tests/test_hpo.py::test_the_sweeper_records_failed_trials_as_failed_and_resumes_a_cut_trial"
+        ],
+    ),
+    Mutant(
+        "best-trial-minimises-acc",
+        "lab/hpo.py",
+        'sign = 1 if directions[0] == "maximize" else -1',
+        "sign = -1",
+        [
+            "tests/test_hpo.py::test_the_sweeper_records_failed_trials_as_failed_and_resumes_a_cut_trial"
+        ],
+    ),
+    Mutant(
+        "best-command-without-the-preset-strategy",
+        "lab/hpo.py",
+        "kept.insert(0, f\"strategy={choices['strategy']}\")",
+        "pass",
+        [
+            "tests/test_hpo.py::test_a_search_on_digits_completes_resumes_after_a_kill_and_best_reruns_its_config"
         ],
     ),
 ]

@@ -204,7 +204,11 @@ def test_installed_wheel_finds_its_configs(tmp_path):
         f"not in the wheel (add the group to pyproject.toml): {configs - names}"
     )
     # the editable install of this checkout would serve a module the wheel lacks
-    modules = {str(p.relative_to(REPO)) for p in (REPO / "lab").rglob("*.py")}
+    modules = {
+        str(p.relative_to(REPO))
+        for folder in ("lab", "hydra_plugins")  # hydra_plugins: the lab's Hydra sweeper
+        for p in (REPO / folder).rglob("*.py")
+    }
     assert modules <= names, (
         f"not in the wheel (add the package to pyproject.toml): {modules - names}"
     )

@@ -21,7 +21,7 @@ import yaml
 MARKER = "<!-- conf-reference -->"
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # groups whose options set other groups' keys (sweeps), not keys of their own
-PRESET_GROUPS = ("ablation",)
+PRESET_GROUPS = ("ablation", "hpo")
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[+A-Za-z_/][\w./-]*)\s*:(?:\s+|$)(?P<rest>.*)$")
 NAME_DESCRIPTION = "the option's name, as `{group}=NAME` selects it"
 

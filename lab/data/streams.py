@@ -27,6 +27,7 @@ from lab.data.inputs import ModelInputs
 
 SCENARIOS = ("task", "domain", "class")
 STREAMS = ("split", "permuted", "rotated")
+EVAL_SPLITS = ("test", "validation")  # what the accuracy matrix is measured on
 
 
 @dataclass
@@ -48,6 +49,49 @@ class Stream:
     head_sizes: list[int]  # one entry per output head (task-IL: one per task)
     scenario: str
     source: Task | None = None  # the pre-training source, if any (lab.pretrain)
+    # the ids (in the whole stream) of its first tasks set apart for tuning
+    # (benchmark.tuning_tasks), and whether this stream is them or the rest
+    tuning_tasks: list[int] = dataclasses.field(default_factory=list)
+    part: str = "whole"  # whole | tuning | final
+
+
+def validation_mask(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
+    """The held-out validation rows of a training set: True for round(fraction * n_c) rows
+    of every label c (at least one where fraction > 0), a uniform draw fixed by `seed`.
+    Drawn once over the dataset's rows, so every task of a permuted or rotated stream
+    holds out the same images (none is trained on under another permutation)."""
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    if fraction <= 0:
+        return mask.to(labels.device)
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 17)
+    cpu = labels.cpu()
+    for label in torch.unique(cpu).tolist():
+        rows = (cpu == label).nonzero()[:, 0]
+        held = max(1, round(fraction * len(rows)))
+        mask[rows[torch.randperm(len(rows), generator=generator)[:held]]] = True
+    return mask.to(labels.device)
+
+
+def tuning_part(stream: Stream, tuning_tasks: int, part: str) -> Stream:
+    """The first `tuning_tasks` tasks of `stream` (part "tuning", Chaudhry et al. 2019
+    tune on them) or the others (part "final", the stream the results are reported on),
+    their ids renumbered from 0 and the heads laid out for them."""
+    if tuning_tasks <= 0:
+        return stream
+    ids = list(range(tuning_tasks))
+    chosen = stream.tasks[:tuning_tasks] if part == "tuning" else stream.tasks[tuning_tasks:]
+    tasks = [dataclasses.replace(task, id=i) for i, task in enumerate(chosen)]
+    return Stream(
+        tasks, _head_sizes(tasks, stream.scenario), stream.scenario, stream.source, ids, part
+    )
+
+
+def _head_sizes(tasks: list[Task], scenario: str) -> list[int]:
+    if scenario == "task":
+        return [len(t.classes) for t in tasks]
+    if scenario == "domain":
+        return [max(len(t.classes) for t in tasks)]
+    return [max(c for t in tasks for c in t.global_classes) + 1]
 
 
 def subsample_test_set(task: Task, samples: int, seed: int) -> Task:
@@ -119,6 +163,8 @@ def build_stream(
     standardize: bool = True,
     inputs: ModelInputs | None = None,
     device: torch.device | None = None,
+    validation_fraction: float = 0.0,
+    evaluate_on: str = "test",
 ) -> Stream:
     """Cut `dataset` into the tasks of `stream`, targets and heads laid out for `scenario`.
 
@@ -130,7 +176,16 @@ def build_stream(
     dataset's tensors and make their images from them on demand (lab.data.images), on
     `device` (default: the tensors' own; a dataset too large for the training device
     stays in host memory and each batch moves).
+
+    `validation_fraction` of every class's training rows (validation_mask, seeded by
+    `seed`) is held out of every task's training set and of the statistics. With
+    `evaluate_on="validation"` a task's test_x/test_y are its held-out slice: the test set
+    is never wrapped, so nothing downstream (evaluation, probes, CKA) can read it.
     """
+    if evaluate_on not in EVAL_SPLITS:
+        raise ValueError(f"unknown split {evaluate_on!r}; valid: {', '.join(EVAL_SPLITS)}")
+    if evaluate_on == "validation" and validation_fraction <= 0:
+        raise ValueError("evaluate_on='validation' needs a validation_fraction in (0, 1)")
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
     K = dataset.num_classes
@@ -167,17 +222,30 @@ def build_stream(
     else:
         raise ValueError(f"unknown stream {stream!r}; valid: {', '.join(STREAMS)}")
 
-    train_x, test_x = dataset.train_x, dataset.test_x
-    train_labels, test_labels = dataset.train_y, dataset.test_y
+    train_x, train_labels = dataset.train_x, dataset.train_y
+    held = validation_mask(train_labels, validation_fraction, seed)
+    if evaluate_on == "validation":  # the held-out rows are what is evaluated
+        test_x, test_labels, test_held = train_x, train_labels, held
+    else:
+        test_x, test_labels, test_held = dataset.test_x, dataset.test_y, None
     mean = std = None
     if standardize and not (inputs is not None and inputs.normalises):
-        mean, std = channel_statistics(train_x)
+        trained = train_x if not held.any() else train_x[(~held).nonzero()[:, 0].to(train_x.device)]
+        mean, std = channel_statistics(trained)
         mean, std = mean.to(device or train_x.device), std.to(device or train_x.device)
     tasks = []
     for t, (classes, global_classes, transform, description) in enumerate(views):
         wanted = torch.tensor(classes, device=train_labels.device)
-        train_rows = None if len(classes) == K else torch.isin(train_labels, wanted).nonzero()[:, 0]
-        test_rows = None if len(classes) == K else torch.isin(test_labels, wanted).nonzero()[:, 0]
+        in_task = torch.isin(train_labels, wanted)
+        train_rows = None if len(classes) == K else in_task.nonzero()[:, 0]
+        if held.any():
+            train_rows = (in_task & ~held).nonzero()[:, 0]
+        if test_held is not None:
+            test_rows = (in_task & test_held).nonzero()[:, 0]
+        else:
+            test_rows = (
+                None if len(classes) == K else torch.isin(test_labels, wanted).nonzero()[:, 0]
+            )
         train_y = train_labels if train_rows is None else train_labels[train_rows]
         test_y = test_labels if test_rows is None else test_labels[test_rows]
         tasks.append(
@@ -194,10 +262,4 @@ def build_stream(
             )
         )
 
-    if scenario == "task":
-        head_sizes = [len(t.classes) for t in tasks]
-    elif scenario == "domain":
-        head_sizes = [max(len(t.classes) for t in tasks)]
-    else:
-        head_sizes = [max(c for t in tasks for c in t.global_classes) + 1]
-    return Stream(tasks, head_sizes, scenario)
+    return Stream(tasks, _head_sizes(tasks, scenario), scenario)

@@ -28,7 +28,7 @@ from lab.report.figures import (
     swept_key,
     wise_ft_curves,
 )
-from lab.report.runs import Group, Run, find_run_dirs, group_runs, load_runs
+from lab.report.runs import Group, Run, check_splits, find_run_dirs, group_runs, load_runs
 from lab.report.tables import Table, build_table, latex_table, markdown_table, write_csv
 from lab.tracking.heatmap import ANNOTATED
 
@@ -75,6 +75,8 @@ def build_tables(runs: list[Run], baseline: str | None) -> tuple[list[Table], li
     """The method tables (one per benchmark x scenario) and the runs left out of them.
     `baseline`: a method label or strategy; None for the default (naive, where present)."""
     grouped, excluded = group_runs(runs)
+    for (benchmark, scenario), groups in grouped.items():
+        check_splits(groups, f"the table of {benchmark}, {scenario}-IL")
     tables = [
         build_table(
             f"{benchmark}, {scenario}-IL",
@@ -179,6 +181,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ci", action="store_true", help="show 95%% confidence intervals in the tables"
     )
+    parser.add_argument(
+        "--best",
+        action="store_true",
+        help="for each search (lab-run -m +hpo=NAME) at or below the paths: the best "
+        "configuration on validation, its score, its trial count and the command that "
+        "reruns it on the test sets over seeds",
+    )
     wandb = parser.add_argument_group("Weights & Biases")
     wandb.add_argument(
         "--wandb",
@@ -208,8 +217,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def print_best(paths: list[str]) -> int:
+    """lab-report --best: each search's best trial(s) and its test command."""
+    from lab.hpo import best, find_searches, format_best
+
+    searches = find_searches(paths)
+    if not searches:
+        print(
+            f"lab-report: error: no search (hpo.json) at or below {', '.join(paths)}; valid: "
+            "the sweep dir of lab-run -m +hpo=NAME",
+            file=sys.stderr,
+        )
+        return 2
+    found = sorted((best(path) for path in searches), key=lambda b: (b.strategy, str(b.sweep_dir)))
+    print("\n\n".join(format_best(b) for b in found))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.best:
+        sys.exit(print_best(args.paths))
     out = args.out
     if out is None:
         single = len(args.paths) == 1 and Path(args.paths[0]).is_dir()

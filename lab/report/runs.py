@@ -37,6 +37,11 @@ class Run:
         return self.results.get("config", {})
 
     @property
+    def split(self) -> str:
+        """What its matrix was measured on: test, or validation (eval.split)."""
+        return self.results.get("eval_split") or self.config.get("eval", {}).get("split", "test")
+
+    @property
     def usable(self) -> bool:
         """Complete, and its training loss stayed finite: a result to average."""
         return self.status == "complete" and not self.results.get("diverged")
@@ -63,6 +68,10 @@ class Group:
     settings: dict[str, Any]  # the flattened config shared by the group's runs
     runs: list[Run] = field(default_factory=list)
     label: str = ""
+
+    @property
+    def split(self) -> str:
+        return self.runs[0].split
 
     def values(self, metric: str) -> list[float]:
         return [v for r in self.runs if (v := metric_of(r.results, metric)) is not None]
@@ -193,6 +202,26 @@ def group_runs(runs: list[Run]) -> tuple[dict[tuple[str, str], list[Group]], lis
     for table in tables.values():  # groups stay in the order of their first run (the sweep's)
         _label(table)
     return dict(sorted(tables.items())), excluded
+
+
+def check_splits(groups: list[Group], title: str) -> None:
+    """A table holds the runs of one evaluation split: a LabError (one line naming the
+    runs) where test and validation runs would share it."""
+    by_split: dict[str, list[Path]] = defaultdict(list)
+    for group in groups:
+        by_split[group.split] += [r.path for r in group.runs]
+    if len(by_split) < 2:
+        return
+    named = []
+    for split, paths in sorted(by_split.items()):
+        shown = ", ".join(map(str, paths[:3])) + (
+            f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        )
+        named.append(f"{split} ({shown})")
+    raise LabError(
+        f"{title} would mix evaluation splits: {'; '.join(named)}; report them apart "
+        "(validation scores tune, test scores report)"
+    )
 
 
 def _varying(groups: list[Group], keys: list[str]) -> list[str]:

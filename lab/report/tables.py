@@ -150,7 +150,7 @@ def notes(table: Table, ci: bool) -> str:
         )
     if ci:
         text += f"; [ ] the {LEVEL:.0%} confidence interval of the mean (Student t)"
-    text += "."
+    text += "; " + measured_on(table) + "."
     if any(g.task_masked for g in table.groups):
         text += (
             " Task-IL (masked): the ACC of the same class-IL models with each task's outputs "
@@ -171,6 +171,26 @@ def notes(table: Table, ci: bool) -> str:
         f"({how}, two-sided, on ACC and forgetting; Holm-corrected over the table's "
         f"{count} comparison{'s' if count != 1 else ''})."
     )
+
+
+def measured_on(table: Table) -> str:
+    """What the table's matrices were measured on (eval.split), and on which part of the
+    stream (benchmark.tuning_tasks)."""
+    if table.groups[0].split == "validation":
+        fractions = sorted({g.settings.get("data.validation_fraction") for g in table.groups})
+        held = " or ".join(f"{100 * f:g}%" for f in fractions if f)
+        text = (
+            f"measured on the validation slices (eval.split=validation: {held} of each class's "
+            "training images, never trained on), not on the test sets"
+        )
+    else:
+        text = "measured on the test sets (eval.split=test)"
+    tuning = sorted({k for g in table.groups if (k := g.settings.get("benchmark.tuning_tasks"))})
+    if tuning:
+        k = " or ".join(map(str, tuning))
+        part = "only the" if table.groups[0].split == "validation" else "the stream without its"
+        text += f", on {part} first {k} tasks (benchmark.tuning_tasks, tuned on)"
+    return text
 
 
 def mixed_environment(table: Table) -> str | None:
