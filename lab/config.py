@@ -296,12 +296,14 @@ TEXT_BENCHMARK = {
         "test": string_list,
         "text_column": string,
         "label_column": string,
+        "tuning_tasks": integer(minimum=0),
     },
     "text_cl5": {
         "name": anything,
         "dataset": one_of(LOADERS),
         "order": one_of((1, 2, 3, 4)),
         "train_per_class": integer(minimum=1, optional=True),
+        "tuning_tasks": integer(minimum=0),
     },
 }
 
@@ -585,11 +587,19 @@ def _check_split(config: dict[str, Any]) -> None:
     split = config["eval"].get("split", "test")
     fraction = config["data"].get("validation_fraction", 0.0)
     dataset = config["benchmark"]["dataset"]
-    if dataset in TEXT and (split != "test" or fraction > 0):
+    tuning = config["benchmark"].get("tuning_tasks", 0)
+    if dataset in TEXT and (split != "test" or fraction > 0 or tuning):
+        key, value = (
+            ("eval.split", split)
+            if split != "test"
+            else ("data.validation_fraction", fraction)
+            if fraction > 0
+            else ("benchmark.tuning_tasks", tuning)
+        )
         _fail(
-            "eval.split" if split != "test" else "data.validation_fraction",
-            split if split != "test" else fraction,
-            f"test and 0.0 for a text benchmark ({dataset}: its validation slices are not "
+            key,
+            value,
+            f"test, 0.0 and 0 for a text benchmark ({dataset}: its validation slices are not "
             "built yet; tune on a text_csv stream of your own validation files)",
         )
     if split == "validation" and fraction <= 0:

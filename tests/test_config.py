@@ -123,7 +123,7 @@ ABLATIONS = {
     },
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
-    "pretrained_forgetting": {"+regime", "strategy", "seed"},
+    "pretrained_forgetting": {"regime", "strategy", "seed"},
     "lora_vs_full": {"optimizer.lr", "finetune.lora.rank", "finetune.lora.alpha", "seed"},
 }
 
@@ -151,7 +151,7 @@ def test_every_ablation_preset_is_listed_and_composes():
 def test_each_regime_sets_the_finetune_mode_and_lp_ft_its_probe_epochs():
     modes = {}
     for regime in options("regime"):
-        finetune = validate(compose_with_hydra([f"+regime={regime}"]))["finetune"]
+        finetune = validate(compose_with_hydra([f"regime={regime}"]))["finetune"]
         modes[regime] = (finetune["mode"], finetune["lp_epochs"])
     assert modes == {
         "full": ("full", 0),
