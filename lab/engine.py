@@ -184,7 +184,7 @@ def linear_probe(
     for p in trainable:
         p.requires_grad_(id(p) in heads)
     try:
-        params = [p for p in model.heads.parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]  # the heads alone now
         probe = make_optimizer(
             [{"params": params, "lr": optimizer.lr * finetune.head_lr_scale}], optimizer
         )

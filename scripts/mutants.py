@@ -1136,10 +1136,10 @@ MUTANTS = [
         ],
     ),
     Mutant(
-        "wise-ft-curve-leaves-the-model-interpolated",
+        "wise-ft-curve-from-the-final-backbone",  # no pre-trained end: a flat curve
         "lab/strategies/wise_ft.py",
-        "        self._load(model, final)\n",
-        "",
+        "            self._load(model, interpolated(self.start, final, alpha))",
+        "            self._load(model, interpolated(final, final, alpha))",
         [
             "tests/test_pretrained_forgetting.py::test_wise_ft_curve_runs_from_the_pre_trained_source_to_plain_fine_tuning"
         ],
