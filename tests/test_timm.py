@@ -256,7 +256,7 @@ def test_resnet18_weights_offline_is_one_line(fast_config, tmp_path, monkeypatch
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
 
 
-SHORT = ["logger=none", "train.iterations=30", "eval.samples_per_task=200", "optimizer=adam"]
+SHORT = ["logger=none", "train.iterations=45", "eval.samples_per_task=200", "optimizer=adam"]
 
 
 EWC = ["strategy=ewc", "strategy.lambda=10", "strategy.fisher_samples=200"]
