@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lab.data.datasets import LOADERS, NUM_CLASSES
 from lab.data.streams import SCENARIOS, STREAMS
 from lab.errors import ConfigError
+from lab.finetune import ADAPTER_KINDS, MODES, VPT_KINDS
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
 from lab.precision import PRECISIONS
@@ -368,7 +369,7 @@ def _check_pretrain(pretrain: dict[str, Any]) -> None:
             _fail("pretrain.classes", pretrain["classes"], f"labels of 0..{labels - 1}")
 
 
-FINETUNE_MODES = ("full", "freeze", "linear_probe", "lora")
+FINETUNE_MODES = MODES  # lab.finetune's registry: full, freeze, linear_probe, lora, ia3, ...
 
 
 def int_or_names(key: str, value: Any) -> None:
@@ -387,6 +388,10 @@ FINETUNE = {
     "mode": one_of(FINETUNE_MODES),
     "freeze": int_or_names,
     "lora": anything,  # LORA
+    "adapter": anything,  # ADAPTER
+    "vpt": anything,  # VPT
+    "prefix": anything,  # PREFIX
+    "per_task": boolean,
     "head_lr_scale": number(0.0),
     "backbone_lr_scale": number(0.0),
     "layer_decay": number(0.0, low_open=True),
@@ -398,8 +403,17 @@ LORA = {
     "dropout": number(0.0, 1.0),
     "targets": optional_names,
 }
-DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and lora
+ADAPTER = {
+    "dim": integer(minimum=1),
+    "kind": one_of(ADAPTER_KINDS),
+    "scale": number(0.0, low_open=True),
+}
+VPT = {"tokens": integer(minimum=1), "kind": one_of(VPT_KINDS)}
+PREFIX = {"tokens": integer(minimum=1)}
+OPTIONS = ("freeze", "lora", "adapter", "vpt", "prefix")  # the modes' own options
+DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
     "mode": "full",
+    "per_task": False,
     "head_lr_scale": 1.0,
     "backbone_lr_scale": 1.0,
     "layer_decay": 1.0,
@@ -427,7 +441,7 @@ def _check_engine(config: dict[str, Any]) -> None:
                 f"implements: {', '.join(STRATEGIES)})"
             )
         return
-    regime = {k: v for k, v in config["finetune"].items() if k not in ("freeze", "lora")}
+    regime = {k: v for k, v in config["finetune"].items() if k not in OPTIONS}
     if config["pretrain"]["name"] != "none" or regime != DEFAULT_REGIME:
         raise ConfigError(
             "pretrain and finetune run on the lab engine; valid with engine=avalanche: "
@@ -505,6 +519,15 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_pretrain(config["pretrain"])
     _check_group("finetune", config["finetune"], FINETUNE)
     _check_group("finetune.lora", config["finetune"]["lora"], LORA)
+    _check_group("finetune.adapter", config["finetune"]["adapter"], ADAPTER)
+    _check_group("finetune.vpt", config["finetune"]["vpt"], VPT)
+    _check_group("finetune.prefix", config["finetune"]["prefix"], PREFIX)
+    if config["finetune"]["per_task"] and config["scenario"] != "task":
+        raise ConfigError(
+            f"finetune.per_task=true with scenario={config['scenario']}: a task's modules are "
+            "chosen by its task id, which only task-IL gives at test time; valid: "
+            "scenario=task, or finetune.per_task=false"
+        )
     strategy = _check_group_name("strategy", config["strategy"], [*STRATEGIES, *AVALANCHE_ONLY])
     if strategy in AVALANCHE_ONLY:
         _check_group("strategy", config["strategy"], AVALANCHE_ONLY[strategy])

@@ -275,6 +275,7 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         torch.Generator(device).manual_seed(config["seed"]),
         build_analysis(config["analysis"], config["seed"]),
     )
+    ft.check_model(model, setup.finetune)  # before a source is pre-trained for nothing
     if checkpoint is not None:
         _restore(setup, checkpoint, results)
         log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
@@ -310,6 +311,7 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
         # before the regime's adapters: a plain model's weights, for pretrain=file
         torch.save(model.state_dict(), run_dir / "pretrained.pt")
     ft.apply(model, setup.finetune)
+    results.data["trainable_parameters"] = ft.count_trainable(model)
     if strategy is not None and stream.source is not None:
         # the source is a task learned before the stream (EWC's Fisher, L2's anchor)
         strategy.after_task(model, stream.source, [stream.source])

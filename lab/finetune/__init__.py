@@ -1,26 +1,27 @@
 """How much of the model may move while it learns the stream, and how fast.
 
-finetune.mode
-  full          every parameter trains.
-  freeze        the first `freeze` layer groups of the backbone (an int), or the modules
-                named in `freeze` (a list, e.g. [backbone.layers.1]), are frozen.
-  linear_probe  the backbone is frozen; only the heads train.
-  lora          low-rank adapters (Hu et al. 2022, via peft) on the backbone's Linear and
-                Conv2d layers (`lora.targets`, null: all of them): W x + (alpha/r) B A x
-                with A (r x in) and B (out x r, starting at 0) trainable, W frozen. The heads
-                train in full.
+finetune.mode, one module of this package each (its equation in its docstring):
 
-Layer groups are the backbone's, from input to output, as its family groups them (MLP:
-each Linear; CNN: each conv, then the Linear; ResNet-18: the stem, then the four stages;
-a timm model: timm's group_matcher, e.g. a ViT's stem, then each block).
+  full, freeze, linear_probe   a subset of the model's own parameters (freezing.py)
+  lora      low-rank adapters, through peft (lora.py)
+  ia3       learned rescaling of keys, values and the MLP's activation, through peft (ia3.py)
+  bitfit    the bias terms alone (bitfit.py)
+  adapter   bottleneck adapters, AdaptFormer's parallel or Houlsby's sequential (adapter.py)
+  vpt       visual prompt tokens, shallow or deep (vpt.py)
+  prefix    prefix keys and values in the attention (prefix.py)
+
+Each registers itself (registry.py) with the backbones it applies to, and is refused in
+one line elsewhere. In every mode the heads train in full. `finetune.per_task` keeps one
+set of a mode's modules per task (per_task.py).
 
 Learning rates (discriminative fine-tuning, Howard & Ruder 2018): the heads train at
 lr * head_lr_scale; backbone group g, counted from the top (g = 0 next to the heads), at
-lr * backbone_lr_scale * layer_decay^g.
+lr * backbone_lr_scale * layer_decay^g (modules outside the groups, e.g. the per-task
+sets: lr * backbone_lr_scale).
 
 Progressive unfreezing (same paper): with `unfreeze_every` = N, each task starts with the
-backbone frozen and one more group, from the top, is unfrozen every N epochs; groups the
-mode freezes stay frozen. At the end of the task all of them are trainable again, so
+backbone frozen and one more group, from the top, is unfrozen every N epochs; what the
+mode freezes stays frozen. At the end of the task all of them are trainable again, so
 that EWC's Fisher and L2's anchor cover what the mode trains.
 
 Frozen parameters have requires_grad=False, so they get no gradient, no momentum and no
@@ -36,10 +37,14 @@ import torch
 from torch import nn
 
 from lab.errors import ConfigError
-from lab.models import Classifier, backbone_groups
-from lab.models.groups import LayerGroup
+from lab.finetune import adapter, bitfit, freezing, ia3, lora, per_task, prefix, vpt
+from lab.finetune.freezing import frozen_modules, layer_groups
+from lab.finetune.registry import REGISTRY, Mode, check, modes, register
+from lab.models import Classifier
 
-MODES = ("full", "freeze", "linear_probe", "lora")
+MODES = modes()
+ADAPTER_KINDS = adapter.KINDS
+VPT_KINDS = vpt.KINDS
 
 
 @dataclass
@@ -49,90 +54,58 @@ class Finetune:
     lora: dict[str, Any] = field(
         default_factory=lambda: {"rank": 8, "alpha": 16, "dropout": 0.0, "targets": None}
     )
+    adapter: dict[str, Any] = field(
+        default_factory=lambda: {"dim": 16, "kind": "parallel", "scale": 0.1}
+    )
+    vpt: dict[str, Any] = field(default_factory=lambda: {"tokens": 5, "kind": "shallow"})
+    prefix: dict[str, Any] = field(default_factory=lambda: {"tokens": 5})
+    per_task: bool = False
     head_lr_scale: float = 1.0
     backbone_lr_scale: float = 1.0
     layer_decay: float = 1.0
     unfreeze_every: int | None = None
 
 
-def layer_groups(model: Classifier) -> list[tuple[str, LayerGroup]]:
-    """(name, group) of the backbone's layer groups, from input to output, as its family
-    groups them (lab.models.groups)."""
-    return [(group.name, group) for group in backbone_groups(model.backbone)]
+def per_task_modes() -> list[str]:
+    return [m for m in MODES if REGISTRY[m].adds_modules]
 
 
-def _frozen_modules(model: Classifier, settings: Finetune) -> list[nn.Module | LayerGroup]:
-    groups = layer_groups(model)
-    if settings.mode == "linear_probe":
-        return [model.backbone]
-    if settings.mode != "freeze":
-        return []
-    if isinstance(settings.freeze, int):
-        if not 0 <= settings.freeze <= len(groups):
-            raise ConfigError(
-                f"finetune.freeze={settings.freeze} is invalid; valid: 0..{len(groups)} (the "
-                f"backbone's layer groups: {', '.join(n for n, _ in groups)}), or a list of them"
-            )
-        return [module for _, module in groups[: settings.freeze]]
-    modules = dict(model.named_modules())
-    for name in settings.freeze:
-        if name not in modules or name == "":
-            raise ConfigError(
-                f"finetune.freeze has {name!r}, not a module of the model; valid: "
-                f"{', '.join(n for n, _ in groups)} (or any other module name)"
-            )
-    return [modules[name] for name in settings.freeze]
-
-
-def _lora_targets(model: Classifier, settings: Finetune) -> list[str]:
-    """The backbone's Linear/Conv2d layers that LoRA adapts: the family's default (all of
-    them; a timm model's but its first convolution, e.g. a ViT's patch_embed.proj), or
-    those `lora.targets` names. A target names a layer, or every layer whose name ends
-    with it (peft's rule: attn.qkv is blocks.0.attn.qkv, blocks.1.attn.qkv, ...)."""
-    backbone = model.backbone
-    layers = [
-        name
-        for name, module in backbone.named_modules()
-        if isinstance(module, nn.Linear | nn.Conv2d)
-    ]
-    targets = settings.lora["targets"]
-    if targets is None:
-        default = getattr(backbone, "lora_targets", None)
-        if default is None:
-            return layers
-        return default()
-    chosen = []
-    for target in targets:
-        matched = [n for n in layers if n == target or n.endswith("." + target)]
-        if not matched:
-            shown = ", ".join(layers[:12]) + (", ..." if len(layers) > 12 else "")
-            raise ConfigError(
-                f"finetune.lora.targets has {target!r}, not a Linear/Conv2d of the backbone "
-                f"nor the end of one's name; valid: {shown}"
-            )
-        chosen += [n for n in matched if n not in chosen]
-    return chosen
+def check_model(model: Classifier, settings: Finetune) -> None:
+    """ConfigError in one line where the mode does not apply to the model's backbone, or
+    per_task to its heads; before anything trains."""
+    check(model.backbone, settings.mode)
+    if settings.per_task and not REGISTRY[settings.mode].adds_modules:
+        raise ConfigError(
+            f"finetune.per_task=true with finetune.mode={settings.mode}: that mode adds no "
+            f"modules to keep per task; valid modes: {', '.join(per_task_modes())}"
+        )
+    if settings.per_task and not model.multi_head:
+        raise ConfigError(
+            "finetune.per_task=true needs the task id at test time; valid: scenario=task"
+        )
 
 
 def apply(model: Classifier, settings: Finetune) -> None:
-    """Freeze what the mode freezes, or add the LoRA adapters; once, before the stream."""
-    for module in _frozen_modules(model, settings):
-        module.requires_grad_(False)
-    if settings.mode == "lora":
-        from peft import LoraConfig, inject_adapter_in_model  # seconds to import: only here
-
-        lora = settings.lora
-        config = LoraConfig(
-            r=lora["rank"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=_lora_targets(model, settings),
-        )
-        inject_adapter_in_model(config, model.backbone)  # freezes the base weights
+    """Freeze what the mode freezes and add its modules (one set per task with per_task);
+    once, before the stream."""
+    check_model(model, settings)
+    REGISTRY[settings.mode].apply(model, settings)
+    if settings.per_task:
+        per_task.apply(model)
+    # what the mode trains: progressive unfreezing opens nothing else
+    model.finetune_trains = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
 
 
 def trainable(model: Classifier) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def count_trainable(model: Classifier) -> dict[str, int]:
+    """results.json's trainable_parameters: in the backbone (its own and the mode's
+    modules), in the heads (the stream's and the source's), and in all."""
+    backbone = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"backbone_modules": backbone, "heads": total - backbone, "total": total}
 
 
 def param_groups(model: Classifier, settings: Finetune, lr: float) -> list[dict[str, Any]]:
@@ -164,11 +137,37 @@ def param_groups(model: Classifier, settings: Finetune, lr: float) -> list[dict[
 def unfreeze(model: Classifier, settings: Finetune, epoch: int | None) -> None:
     """Progressive unfreezing at `epoch` of a task (None: the end of the task, all groups
     the mode trains are trainable). Call only with settings.unfreeze_every set."""
-    frozen = {id(p) for m in _frozen_modules(model, settings) for p in m.parameters()}
+    trains = getattr(model, "finetune_trains", None)
+    if trains is None:  # never applied: what full, freeze and linear_probe leave trainable
+        frozen = {id(p) for m in frozen_modules(model, settings) for p in m.parameters()}
+        trains = {n for n, p in model.named_parameters() if id(p) not in frozen}
+    ids = {id(p) for n, p in model.named_parameters() if n in trains}
     groups = list(reversed(layer_groups(model)))  # from the top
     open_groups = len(groups) if epoch is None else epoch // settings.unfreeze_every
     for depth, (_, module) in enumerate(groups):
-        for name, p in module.named_parameters():
-            if id(p) in frozen or (settings.mode == "lora" and "lora_" not in name):
-                continue
-            p.requires_grad_(depth < open_groups)
+        for p in module.parameters():
+            if id(p) in ids:
+                p.requires_grad_(depth < open_groups)
+
+
+__all__ = [
+    "ADAPTER_KINDS",
+    "MODES",
+    "REGISTRY",
+    "VPT_KINDS",
+    "Finetune",
+    "Mode",
+    "apply",
+    "bitfit",
+    "check_model",
+    "count_trainable",
+    "freezing",
+    "ia3",
+    "layer_groups",
+    "lora",
+    "param_groups",
+    "prefix",
+    "register",
+    "trainable",
+    "unfreeze",
+]
