@@ -115,6 +115,7 @@ ABLATIONS = {
         "seed",
     },
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
+    "peft_modes": {"finetune", "strategy", "seed"},
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
 }
 
