@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from lab.data.datasets import LOADERS, NUM_CLASSES, TEXT
 from lab.data.streams import EVAL_SPLITS, SCENARIOS, STREAMS
 from lab.errors import ConfigError
+from lab.finetune import ADAPTER_KINDS, MODES, VPT_KINDS
 from lab.models import ACTIVATIONS, INITIALISATIONS, MODELS
 from lab.optim import OPTIMIZERS
 from lab.precision import PRECISIONS
@@ -441,7 +442,7 @@ def _check_pretrain(pretrain: dict[str, Any]) -> None:
             _fail("pretrain.classes", pretrain["classes"], f"labels of 0..{labels - 1}")
 
 
-FINETUNE_MODES = ("full", "freeze", "linear_probe", "lora", "prompt", "prefix")
+FINETUNE_MODES = MODES  # lab.finetune's registry: full, freeze, linear_probe, lora, ia3, ...
 
 
 def int_or_names(key: str, value: Any) -> None:
@@ -461,6 +462,10 @@ FINETUNE = {
     "freeze": int_or_names,
     "lora": anything,  # LORA
     "virtual_tokens": integer(minimum=1),  # prompt and prefix modes (lab.models.hf_peft)
+    "adapter": anything,  # ADAPTER
+    "vpt": anything,  # VPT
+    "prefix": anything,  # PREFIX
+    "per_task": boolean,
     "head_lr_scale": number(0.0),
     "backbone_lr_scale": number(0.0),
     "layer_decay": number(0.0, low_open=True),
@@ -473,8 +478,17 @@ LORA = {
     "dropout": number(0.0, 1.0),
     "targets": optional_names,
 }
-DEFAULT_REGIME = {  # finetune's defaults, apart from the options of freeze and lora
+ADAPTER = {
+    "dim": integer(minimum=1),
+    "kind": one_of(ADAPTER_KINDS),
+    "scale": number(0.0, low_open=True),
+}
+VPT = {"tokens": integer(minimum=1), "kind": one_of(VPT_KINDS)}
+PREFIX = {"tokens": integer(minimum=1)}
+OPTIONS = ("freeze", "lora", "adapter", "vpt", "prefix", "virtual_tokens")  # the modes' own
+DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
     "mode": "full",
+    "per_task": False,
     "head_lr_scale": 1.0,
     "backbone_lr_scale": 1.0,
     "layer_decay": 1.0,
@@ -510,9 +524,7 @@ def _check_engine(config: dict[str, Any]) -> None:
                 f"implements: {', '.join(STRATEGIES)})"
             )
         return
-    regime = {
-        k: v for k, v in config["finetune"].items() if k not in ("freeze", "lora", "virtual_tokens")
-    }
+    regime = {k: v for k, v in config["finetune"].items() if k not in OPTIONS}
     if config["pretrain"]["name"] != "none" or regime != DEFAULT_REGIME:
         raise ConfigError(
             "pretrain and finetune run on the lab engine; valid with engine=avalanche: "
@@ -565,10 +577,9 @@ def _check_text(config: dict[str, Any]) -> None:
     if config["pretrain"]["name"] == "mlm" and model not in TEXT_MODELS:
         _fail("pretrain", "mlm", "none, source, file (pretrain=mlm scores a masked LM: model=hf)")
     mode = config["finetune"]["mode"]
-    if mode in ("prompt", "prefix") and model not in TEXT_MODELS:
-        _fail(
-            "finetune.mode", mode, "full, freeze, linear_probe, lora (prompt and prefix: model=hf)"
-        )
+    if mode == "prompt" and model not in TEXT_MODELS:
+        valid = ", ".join(m for m in FINETUNE_MODES if m != "prompt")
+        _fail("finetune.mode", mode, f"{valid} (prompt tunes a text model's prompt: model=hf)")
     if dataset in TEXT:
         if config["pretrain"]["name"] in ("source", "file"):
             _fail(
@@ -660,6 +671,15 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     _check_pretrain(config["pretrain"])
     _check_group("finetune", config["finetune"], FINETUNE)
     _check_group("finetune.lora", config["finetune"]["lora"], LORA)
+    _check_group("finetune.adapter", config["finetune"]["adapter"], ADAPTER)
+    _check_group("finetune.vpt", config["finetune"]["vpt"], VPT)
+    _check_group("finetune.prefix", config["finetune"]["prefix"], PREFIX)
+    if config["finetune"]["per_task"] and config["scenario"] != "task":
+        raise ConfigError(
+            f"finetune.per_task=true with scenario={config['scenario']}: a task's modules are "
+            "chosen by its task id, which only task-IL gives at test time; valid: "
+            "scenario=task, or finetune.per_task=false"
+        )
     strategy = _check_group_name("strategy", config["strategy"], [*STRATEGIES, *AVALANCHE_ONLY])
     if strategy in AVALANCHE_ONLY:
         _check_group("strategy", config["strategy"], AVALANCHE_ONLY[strategy])

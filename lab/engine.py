@@ -144,8 +144,9 @@ def train_task(
         if augment is not None:
             batch = Batch(augment(batch.x, augment_generator), batch.y, batch.task_ids)
         with autocast(settings.precision, batch.y.device):
-            features = model.backbone(batch.x)
-            logits = model.classify(features, batch.task_ids if route == "per sample" else route)
+            task_ids = batch.task_ids if route == "per sample" else route
+            features = model.features(batch.x, task_ids)
+            logits = model.classify(features, task_ids)
             if mask is not None:
                 logits = logits + mask
             ce = F.cross_entropy(logits.float(), batch.y)

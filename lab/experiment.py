@@ -344,6 +344,7 @@ def prepare(config: dict[str, Any], run_dir: Path, results: RunResults) -> Setup
         build_analysis(config["analysis"], config["seed"]),
     )
     setup.source_score = mlm_source(config, model, device, settings.precision)
+    ft.check_model(model, setup.finetune)  # before a source is pre-trained for nothing
     if checkpoint is not None:
         _restore(setup, checkpoint, results)
         log.info("resuming %s after task %d", run_dir, setup.start_task - 1)
@@ -389,6 +390,7 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
 
             save_file(timm_weights(model.source_head), run_dir / "pretrained.safetensors")
     ft.apply(model, setup.finetune)
+    results.data["trainable_parameters"] = ft.count_trainable(model)
     if strategy is not None and stream.source is not None:
         # the source is a task learned before the stream (EWC's Fisher, L2's anchor)
         strategy.after_task(model, stream.source, [stream.source])

@@ -56,6 +56,11 @@ FIGURES = {
         "multirun/pretrained_forgetting",
         "split_fmnist_task_wise_ft.png",
     ),
+    "peft_modes_retention": Figure(
+        ("+ablation=peft_modes", "logger=none"),
+        "multirun/peft_modes",
+        "split_digits_task_retention_params.png",
+    ),
     "probing_class_il_probes": Figure(
         ("+ablation=probing", *PARALLEL),
         "multirun/probing/split_fmnist",

@@ -1,6 +1,6 @@
 """Break the code on purpose, one named bug at a time, and check that the tests notice.
 
-    python scripts/mutants.py            # every mutant (168; about 65 min on 2 busy cores)
+    python scripts/mutants.py            # every mutant (187; about 80 min on 2 busy cores)
     python scripts/mutants.py --list     # their names
     python scripts/mutants.py ewc-half lwf-t-squared   # some of them
 
@@ -1382,6 +1382,149 @@ MUTANTS = [
         [
             "tests/test_hpo.py::test_a_search_on_digits_completes_resumes_after_a_kill_and_best_reruns_its_config"
         ],
+    ),
+    # the PEFT menu (issue 30): each mode's equation, trainable set and refusal
+    Mutant(
+        "ia3-scales-fc1-not-fc2",  # the MLP's input, not its inner activation
+        "lab/finetune/ia3.py",
+        'feedforward = [f"model.blocks.{i}.mlp.fc2" for i in range(len(vit.blocks))]',
+        'feedforward = [f"model.blocks.{i}.mlp.fc1" for i in range(len(vit.blocks))]',
+        ["tests/test_peft.py::test_ia3_rescales_keys_values_and_the_mlps_activation_by_hand"],
+    ),
+    Mutant(
+        "bitfit-trains-norm-weights-too",
+        "lab/finetune/bitfit.py",
+        "        p.requires_grad_(is_bias(name))",
+        '        p.requires_grad_(is_bias(name) or "norm" in name)',
+        [
+            "tests/test_peft.py::test_each_modes_trainable_set_exactly",
+            "tests/test_peft.py::test_bitfit_on_an_mlp_trains_its_biases_alone",
+        ],
+    ),
+    Mutant(
+        "adapter-up-not-zero-at-init",
+        "lab/finetune/adapter.py",
+        "        nn.init.zeros_(self.up.weight)\n",
+        "",
+        ["tests/test_peft.py::test_the_adapters_branch_is_zero_at_the_start_and_by_hand"],
+    ),
+    Mutant(
+        "adapter-parallel-unscaled",
+        "lab/finetune/adapter.py",
+        "        return self.scale * self.up(self.act(self.down(h)))",
+        "        return self.up(self.act(self.down(h)))",
+        ["tests/test_peft.py::test_the_adapters_branch_is_zero_at_the_start_and_by_hand"],
+    ),
+    Mutant(
+        "adapter-sequential-reads-the-input",  # Houlsby's adapter reads f(h), not h
+        "lab/finetune/adapter.py",
+        "        return output + self(output)",
+        "        return output + self(args[0])",
+        ["tests/test_peft.py::test_the_adapters_branch_is_zero_at_the_start_and_by_hand"],
+    ),
+    Mutant(
+        "vpt-prompts-before-the-class-token",
+        "lab/finetune/vpt.py",
+        "        return (torch.cat([x[:, :p], prompts, rest], dim=1), *args[1:])",
+        "        return (torch.cat([prompts, x[:, :p], rest], dim=1), *args[1:])",
+        [
+            "tests/test_peft.py::test_vpts_tokens_sit_after_the_class_token_and_the_output_ignores_them"
+        ],
+    ),
+    Mutant(
+        "vpt-prompts-kept-to-the-pooling",
+        "lab/finetune/vpt.py",
+        "        return torch.cat([output[:, :p], output[:, p + self.tokens.shape[1] :]], dim=1)",
+        "        return output",
+        [
+            "tests/test_peft.py::test_vpts_tokens_sit_after_the_class_token_and_the_output_ignores_them"
+        ],
+    ),
+    Mutant(
+        "vpt-deep-prompts-appended-not-replaced",
+        "lab/finetune/vpt.py",
+        "        rest = x[:, p:] if self.insert else x[:, p + self.tokens.shape[1] :]",
+        "        rest = x[:, p:]",
+        [
+            "tests/test_peft.py::test_vpts_tokens_sit_after_the_class_token_and_the_output_ignores_them"
+        ],
+    ),
+    Mutant(
+        "prefix-values-not-prepended",
+        "lab/finetune/prefix.py",
+        "        v = torch.cat([self.values.expand(B, -1, -1, -1).to(v.dtype), v], dim=2)",
+        "        v = torch.cat([v[:, :, : self.values.shape[1]], v], dim=2)",
+        ["tests/test_peft.py::test_prefix_keys_and_values_join_the_attention_by_hand"],
+    ),
+    Mutant(
+        "prefix-unfused-unscaled",
+        "lab/finetune/prefix.py",
+        "            weights = (q * dim**-0.5) @ k.transpose(-2, -1)",
+        "            weights = q @ k.transpose(-2, -1)",
+        ["tests/test_peft.py::test_prefix_keys_and_values_join_the_attention_by_hand"],
+    ),
+    Mutant(
+        "vit-mode-not-refused-on-an-mlp",
+        "lab/finetune/registry.py",
+        "    if chosen.supports(backbone):\n        return\n",
+        "    if chosen.supports(backbone) or True:\n        return\n",
+        ["tests/test_peft.py::test_a_vit_mode_on_an_mlp_is_refused_in_one_line"],
+    ),
+    Mutant(
+        "per-task-in-class-il-allowed",
+        "lab/config.py",
+        """    if config["finetune"]["per_task"] and config["scenario"] != "task":""",
+        """    if config["finetune"]["per_task"] and config["scenario"] == "none":""",
+        ["tests/test_peft.py::test_bad_peft_values_are_one_line"],
+    ),
+    Mutant(
+        "per-task-originals-trainable",  # the source's modules would train with every task
+        "lab/finetune/per_task.py",
+        "        for n in names:\n            params[n].requires_grad_(False)\n",
+        "",
+        ["tests/test_peft.py::test_task_1s_training_leaves_task_0s_modules_bit_for_bit"],
+    ),
+    Mutant(
+        "per-task-always-the-first-set",
+        "lab/finetune/per_task.py",
+        "backbone.task_modules.of(task_ids), (x,)",
+        "backbone.task_modules.of(0), (x,)",
+        ["tests/test_peft.py::test_task_1s_training_leaves_task_0s_modules_bit_for_bit"],
+    ),
+    Mutant(
+        "per-task-mixed-batch-one-set",
+        "lab/finetune/per_task.py",
+        "        if len(ids) > 1:",
+        "        if len(ids) > 99:",
+        ["tests/test_peft.py::test_task_1s_training_leaves_task_0s_modules_bit_for_bit"],
+    ),
+    Mutant(
+        "engine-ignores-the-task-id-for-features",
+        "lab/engine.py",
+        "            features = model.features(batch.x, task_ids)",
+        "            features = model.features(batch.x, None)",
+        ["tests/test_peft.py::test_task_1s_training_leaves_task_0s_modules_bit_for_bit"],
+    ),
+    Mutant(
+        "trainable-parameters-heads-counted-in-backbone",
+        "lab/finetune/__init__.py",
+        '    return {"backbone_modules": backbone, "heads": total - backbone, "total": total}',
+        '    return {"backbone_modules": total, "heads": total - backbone, "total": total}',
+        ["tests/test_peft.py::test_each_modes_trainable_set_exactly"],
+    ),
+    Mutant(
+        "report-train-time-column-dropped",
+        "lab/report/tables.py",
+        ', ("train_s", "Train time (s)", 0)]',
+        "]",
+        ["tests/test_peft.py::test_the_report_shows_trainable_parameters_and_train_time"],
+    ),
+    Mutant(
+        "wandb-trainable-parameters-not-in-summary",
+        "lab/tracking/wandb_run.py",
+        '                self.run.summary[f"trainable_parameters_{key}"] = value',
+        "                pass",
+        ["tests/test_wandb.py::test_what_a_run_logs"],
     ),
 ]
 

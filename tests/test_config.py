@@ -122,6 +122,7 @@ ABLATIONS = {
         "seed",
     },
     "finetune_modes": {"finetune.mode", "strategy", "seed"},
+    "peft_modes": {"finetune", "strategy", "seed"},
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
     "pretrained_forgetting": {"regime", "strategy", "seed"},
     "lora_vs_full": {"optimizer.lr", "finetune.lora.rank", "finetune.lora.alpha", "seed"},

@@ -119,6 +119,8 @@ def test_what_a_run_logs(fake_wandb, fast_config, tmp_path):
 
     for key, value in results["metrics"].items():
         assert run.summary[key] == value
+    for key, value in results["trainable_parameters"].items():  # what the regime trains
+        assert run.summary[f"trainable_parameters_{key}"] == value
     assert run.summary["status"] == "complete"
     (artifact,) = run.artifacts
     assert artifact.type == "results"

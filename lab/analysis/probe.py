@@ -32,7 +32,11 @@ MAX_ITER = 25  # enough for the argmax: more moves a probe accuracy by < 0.3 poi
 
 @torch.inference_mode()
 def features(
-    model: Classifier, x: Images | Tensor, index: Tensor | None = None, batch_size: int = 512
+    model: Classifier,
+    x: Images | Tensor,
+    index: Tensor | None = None,
+    batch_size: int = 512,
+    task_id: int | None = None,
 ) -> Tensor:
     """The backbone's output for x[index] (all of x for None), made and read batch by batch
     (the images at the model's resolution never all at once), the model left in the mode
@@ -43,7 +47,7 @@ def features(
     parts = []
     for i in range(0, n, batch_size):
         rows = slice(i, i + batch_size) if index is None else index[i : i + batch_size]
-        parts.append(model.backbone(x[rows]).float())
+        parts.append(model.features(x[rows], task_id).float())
     model.train(was_training)
     return torch.cat(parts)
 
@@ -117,7 +121,10 @@ def probe_tasks(model: Classifier, tasks: list[Task], slices: list[Tensor]) -> l
     Targets become 0..k-1 over the task's distinct targets (class-IL: its global ids)."""
     classes = [torch.unique(task.train_y) for task in tasks]
     probes = fit_probes(
-        [features(model, task.train_x, index) for task, index in zip(tasks, slices, strict=True)],
+        [
+            features(model, task.train_x, index, task_id=task.id)
+            for task, index in zip(tasks, slices, strict=True)
+        ],
         [
             torch.searchsorted(c, t.train_y[i])
             for c, t, i in zip(classes, tasks, slices, strict=True)
@@ -126,6 +133,6 @@ def probe_tasks(model: Classifier, tasks: list[Task], slices: list[Tensor]) -> l
     )
     accuracies = []
     for t, (task, c) in enumerate(zip(tasks, classes, strict=True)):
-        predicted = probes.logits(t, features(model, task.test_x)).argmax(1)
+        predicted = probes.logits(t, features(model, task.test_x, task_id=task.id)).argmax(1)
         accuracies.append((predicted == torch.searchsorted(c, task.test_y)).float().mean().item())
     return accuracies

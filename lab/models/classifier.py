@@ -29,6 +29,9 @@ class Classifier(nn.Module):
         self.source_head = (
             nn.Linear(backbone.out_features, source_classes) if source_classes else None
         )
+        # (backbone, x, task_ids) -> features, where the backbone's modules depend on the
+        # task (lab.finetune.per_task); None: the backbone alone
+        self.select_features = None
 
     @property
     def multi_head(self) -> bool:
@@ -40,7 +43,14 @@ class Classifier(nn.Module):
         return self.heads[task_id if self.multi_head else 0]
 
     def forward(self, x: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
-        return self.classify(self.backbone(x), task_ids)
+        return self.classify(self.features(x, task_ids), task_ids)
+
+    def features(self, x: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
+        """The backbone's output on x, for the task(s) of `task_ids` where the backbone
+        has modules per task (finetune.per_task); the backbone alone otherwise."""
+        if self.select_features is None:
+            return self.backbone(x)
+        return self.select_features(self.backbone, x, task_ids)
 
     def classify(self, features: Tensor, task_ids: int | Tensor | None = None) -> Tensor:
         """The logits of the heads for `task_ids` on the backbone's `features`."""

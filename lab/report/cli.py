@@ -24,6 +24,7 @@ from lab.report.figures import (
     matrix_grid,
     method_colors,
     pretrain_tradeoff,
+    retention_vs_parameters,
     sweep_curves,
     swept_key,
     wise_ft_curves,
@@ -120,6 +121,10 @@ def _figures(table: Table, colors: dict, figures: Path) -> list[tuple[str, Path]
     if any(g.pretrained for g in groups):
         pretrain_tradeoff(groups, colors, figures / f"{stem}_pretrain", f"{title}: old vs new")
         made.append(("pre-training source vs stream", figures / f"{stem}_pretrain.png"))
+        if len({v for g in groups for v in g.values("trainable_params")}) > 1:
+            name = f"{stem}_retention_params"
+            retention_vs_parameters(groups, colors, figures / name, f"{title}: source kept")
+            made.append(("source retention vs trainable parameters", figures / f"{name}.png"))
     if any(r.results.get("wise_ft_curve") for g in groups for r in g.runs):
         curve = [g for g in groups if any(r.results.get("wise_ft_curve") for r in g.runs)]
         wise_ft_curves(curve, colors, figures / f"{stem}_wise_ft", f"{title}: WiSE-FT curve")

@@ -297,6 +297,37 @@ def wise_ft_curves(
     return _save(fig, path)
 
 
+@_styled
+def retention_vs_parameters(
+    groups: list[Group], colors: dict[str, tuple], path: Path, title: str
+) -> list[Path]:
+    """What each regime keeps of the pre-training source (its final accuracy, ± one std
+    over seeds) against the parameters it trains (log scale), one point per method."""
+    fig, axes = _figure(FIGURE_WIDTH, 4.6)
+    ax = axes[0, 0]
+    for group in groups:
+        x = np.array(group.values("trainable_params"), dtype=float)
+        y = 100 * np.array(group.values("pretrain_acc"))
+        if not len(y) or not len(x):
+            continue
+        ax.errorbar(
+            x.mean(),
+            y.mean(),
+            yerr=float(_std(y)),
+            fmt="s" if group.strategy != "naive" else "o",
+            capsize=3,
+            color=colors[group.label],
+            label=group.label,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (backbone modules + heads)")
+    ax.set_ylabel("source: final accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2, frameon=False)
+    return _save(fig, path)
+
+
 def _finish_grid(fig, axes, used: int, ylabel: str, title: str, legend_columns: int):
     """A grid of panels: the unused ones hidden, y labels on the left, the first panel's
     legend under the grid, the title above it."""

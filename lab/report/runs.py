@@ -57,6 +57,10 @@ def metric_of(results: dict[str, Any], metric: str) -> float | None:
         return (results.get("probe_metrics") or {}).get(metric[len("probe_") :])
     if metric.startswith("task_masked_"):  # class-IL scored task-IL by masking
         return (results.get("metrics_task_masked") or {}).get(metric[len("task_masked_") :])
+    if metric == "trainable_params":  # what the fine-tuning regime trains (lab.finetune)
+        return (results.get("trainable_parameters") or {}).get("total")
+    if metric == "train_s":  # seconds of training on the stream (timing.train_s)
+        return (results.get("timing") or {}).get("train_s")
     return results.get("metrics", {}).get(metric)
 
 
@@ -88,6 +92,11 @@ class Group:
     def task_masked(self) -> bool:
         """Class-IL runs that also scored their model task-IL by masking."""
         return any(r.results.get("acc_matrix_task_masked") for r in self.runs)
+
+    @property
+    def costed(self) -> bool:
+        """Runs that recorded their trainable parameters (lab.finetune.count_trainable)."""
+        return any(r.results.get("trainable_parameters") for r in self.runs)
 
     @property
     def probed(self) -> bool:

@@ -36,9 +36,12 @@ PROBE_COLUMNS = [
 ]
 # class-IL runs scored task-IL by masking, as Mammoth and PyCIL report Task-IL
 TASK_MASKED_COLUMNS = [("task_masked_acc", "Task-IL (masked)", 1)]
+# what a run costs: the parameters it trains (all of them: backbone modules and heads) and
+# its seconds of training on the stream; plain numbers, not percentages, never bold
+COST_COLUMNS = [("trainable_params", "Trainable params", 0), ("train_s", "Train time (s)", 0)]
 CSV_METRICS = [
     *METRIC_NAMES,
-    *(m for m, _, _ in PRETRAIN_COLUMNS + PROBE_COLUMNS + TASK_MASKED_COLUMNS),
+    *(m for m, _, _ in PRETRAIN_COLUMNS + PROBE_COLUMNS + TASK_MASKED_COLUMNS + COST_COLUMNS),
     "task_masked_forgetting",
 ]
 MARK = "†"  # a cell that differs from the baseline's
@@ -47,7 +50,8 @@ MARK = "†"  # a cell that differs from the baseline's
 def columns(groups: list[Group]) -> list[tuple[str, str, int]]:
     shown = COLUMNS + (TASK_MASKED_COLUMNS if any(g.task_masked for g in groups) else [])
     shown += PRETRAIN_COLUMNS if any(g.pretrained for g in groups) else []
-    return shown + (PROBE_COLUMNS if any(g.probed for g in groups) else [])
+    shown += PROBE_COLUMNS if any(g.probed for g in groups) else []
+    return shown + (COST_COLUMNS if any(g.costed for g in groups) else [])
 
 
 @dataclass
@@ -111,6 +115,8 @@ def _best(table: Table) -> dict[str, float]:
     """The best mean of each column, rounded as shown (ties are all bold)."""
     best = {}
     for metric, _, sign in columns(table.groups):
+        if sign == 0:  # a cost column: no best
+            continue
         means = [round(100 * c.mean, 1) for g in table.groups if (c := table.cell(g, metric))]
         if means:
             best[metric] = max(means) if sign > 0 else min(means)
@@ -126,6 +132,13 @@ def _cells(table: Table, group: Group, latex: bool, ci: bool) -> list[str]:
         cell = table.cell(group, metric)
         if cell is None:
             out.append("--" if latex else "–")
+            continue
+        if metric == "trainable_params":
+            out.append(f"{cell.mean:,.0f}".replace(",", "{,}" if latex else ","))
+            continue
+        if metric == "train_s":
+            spread = f" {pm} {cell.std:.1f}" if cell.std is not None else ""
+            out.append(f"{cell.mean:.1f}{spread}")
             continue
         text = f"{100 * cell.mean:.1f}"
         if cell.std is not None:
@@ -143,6 +156,11 @@ def _cells(table: Table, group: Group, latex: bool, ci: bool) -> list[str]:
 def notes(table: Table, ci: bool) -> str:
     """What the table shows and how its marks were tested, as one paragraph (plain text)."""
     text = "Mean ± std over seeds (sample std; the mean alone for one seed), in %"
+    if any(g.costed for g in table.groups):
+        text += (
+            " (trainable params: a count, of the backbone's trained modules and the heads; "
+            "train time: seconds of training on the stream)"
+        )
     subsets = sorted({n for g in table.groups if (n := g.settings.get("eval.samples_per_task"))})
     if subsets:  # lab-run eval.samples_per_task: not the whole test sets
         text += (

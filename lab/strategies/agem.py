@@ -50,8 +50,9 @@ class AGEM(Strategy):
         reference = self.memory.data.select(index.to(self.memory.data.y.device))
         params = [p for p in model.parameters() if p.requires_grad]
         with torch.enable_grad():
-            features = model.backbone(reference.x)
-            logits = model.classify(features, reference.task_ids if model.multi_head else None)
+            task_ids = reference.task_ids if model.multi_head else None
+            features = model.features(reference.x, task_ids)
+            logits = model.classify(features, task_ids)
             g_ref = torch.autograd.grad(
                 F.cross_entropy(logits, reference.y), params, allow_unused=True
             )

@@ -6,7 +6,7 @@ The engine trains one task at a time:
     data = strategy.training_data(task, seen)
     for each batch of data:
         batch = strategy.rehearse(batch)                           # rehearsal adds memory
-        features = model.backbone(batch.x)
+        features = model.features(batch.x, batch.task_ids)  # (or its one task id)
         logits = model.classify(features, batch.task_ids)
         ce = cross_entropy(logits, batch.y)
         loss = strategy.loss(model, batch, features, logits, ce)   # the term a method adds

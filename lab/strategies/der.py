@@ -101,8 +101,9 @@ def _logits(model: Classifier, samples: Batch) -> Tensor:
     """The network's logits for `samples` now, in eval mode, each under its task's head."""
     was_training = model.training
     model.eval()
-    features = model.backbone(samples.x)
-    logits = model.classify(features, samples.task_ids if model.multi_head else None)
+    task_ids = samples.task_ids if model.multi_head else None
+    features = model.features(samples.x, task_ids)
+    logits = model.classify(features, task_ids)
     model.train(was_training)
     return _widened(model, logits)
 

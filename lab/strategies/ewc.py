@@ -29,6 +29,8 @@ is shared and penalised with the rest.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -186,6 +188,21 @@ def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fish
                 fisher[f"{name}.bias"] += bias
 
 
+@contextlib.contextmanager
+def _unfused_attention(model: torch.nn.Module) -> Iterator[None]:
+    """timm's attention layers computed as softmax(q k^T) v, not by the fused kernel, for
+    as long as it lasts: vmap has no batching rule for the fused one on the CPU and would
+    loop over the samples (the same numbers, up to rounding, many times faster)."""
+    fused = [m for m in model.modules() if getattr(m, "fused_attn", False) is True]
+    for m in fused:
+        m.fused_attn = False
+    try:
+        yield
+    finally:
+        for m in fused:
+            m.fused_attn = True
+
+
 def _vmap_squared_grads(model, x, head, names, estimator, generator, y, fisher) -> None:
     """The same sum for any other parameters, from per-sample gradients (vmap over grad)."""
     params = {n: p.detach() for n, p in model.named_parameters() if n in names}
@@ -241,7 +258,8 @@ def fisher_diagonal(
         if others:
             if state is not None:
                 generator.set_state(state)
-            _vmap_squared_grads(model, xb, head, others, estimator, generator, yb, fisher)
+            with _unfused_attention(model):
+                _vmap_squared_grads(model, xb, head, others, estimator, generator, yb, fisher)
     model.train(was_training)
     return {n: f / len(x) for n, f in fisher.items()}
 

@@ -80,7 +80,7 @@ class LwF(Strategy):
         and the pre-training source's own head, if any."""
         T = self.temperature
         with torch.no_grad():
-            old_features = self.teacher.backbone(batch.x)
+            old_features = self.teacher.features(batch.x, batch.task_ids)
         terms = [
             distillation_loss(
                 model.classify(features, t.id), self.teacher.classify(old_features, t.id), T

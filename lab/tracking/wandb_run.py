@@ -16,7 +16,8 @@ What a run shows in W&B:
   probe/acc_task_j, probe_metrics/*, cka/LAYER   with analysis.probe / analysis.cka
   probe_matrix/heatmap  the probe_matrix.png of the run dir
   summary           the final metrics (acc, bwt, fwt, forgetting, learning_acc, avg_inc_acc;
-                    probe_* for the probes'),
+                    probe_* for the probes'; trainable_parameters_backbone_modules,
+                    _heads and _total: what the fine-tuning regime trains),
                     the status and the diverged tasks; a run that diverged is tagged `diverged`
   artifact          results.json, acc_matrix.csv and acc_matrix.png ("results" type)
 """
@@ -202,6 +203,8 @@ class WandbRun:
                 self.run.summary[f"probe_{key}"] = value
             for key, value in results.get("metrics_task_masked", {}).items():
                 self.run.summary[f"task_masked_{key}"] = value
+            for key, value in (results.get("trainable_parameters") or {}).items():
+                self.run.summary[f"trainable_parameters_{key}"] = value
             self.run.summary["status"] = results["status"]
             self.run.summary["diverged"] = results.get("diverged", [])
             if results.get("diverged"):  # to filter such runs out in the W&B UI
