@@ -270,7 +270,7 @@ STRATEGY_RUNS = [
     "naive", "ewc", "online_ewc", "lwf", "l2", "si", "mas", "replay", "der", "agem", "joint",
     "weight_decay",
 ]  # fmt: skip
-FINETUNE_RUNS = ["lora", "prompt", "prefix", "linear_probe"]
+FINETUNE_RUNS = ["lora", "ia3", "prompt", "prefix", "linear_probe"]
 
 
 @pytest.mark.parametrize("strategy", STRATEGY_RUNS)
@@ -295,6 +295,9 @@ def test_every_finetune_mode_runs_on_text(bert, tasks, tmp_path, mode):
     assert torch.equal(trained[key], start[embeddings])  # the encoder's own weights frozen
     if mode in ("prompt", "prefix"):
         assert any("prompt_encoder" in k for k in trained)
+    if mode == "ia3":  # peft's targets for BERT: key, value and the MLP's output
+        vectors = {k.split(".layer.")[1].split(".ia3_l")[0] for k in trained if "ia3_l" in k}
+        assert vectors >= {"0.attention.self.key", "0.attention.self.value", "0.output.dense"}
 
 
 def test_ewc_and_mas_closed_forms_match_per_sample_autograd_on_embeddings_and_norms(

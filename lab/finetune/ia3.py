@@ -10,7 +10,9 @@ With peft's IA3 a target layer's output is rescaled, y = l * (W x), and a
 "feed-forward" target's input, y = W (l * x). On a timm ViT the targets are each
 block's attn.qkv (timm fuses q, k and v in one layer, so its vector rescales q too: 3 d
 entries a block, where the paper has 2 d) and mlp.fc2 as feed-forward (its input is
-gamma(W_1 x)). On another backbone every layer LoRA would adapt has its output rescaled.
+gamma(W_1 x)). On a Hugging Face encoder (model=hf) the targets are peft's own for its
+model type (BERT, RoBERTa: key, value and output.dense, the last as feed-forward). On
+another backbone every layer LoRA would adapt has its output rescaled.
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ if TYPE_CHECKING:
 def targets(backbone: nn.Module) -> tuple[list[str], list[str]]:
     """(target_modules, feedforward_modules), names in the backbone."""
     vit = vit_of(backbone)
+    model_type = getattr(
+        getattr(getattr(backbone, "encoder", None), "config", None), "model_type", None
+    )
+    if vit is None and model_type is not None:  # a transformers encoder: peft's own choice
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+        )
+        from peft.utils.constants import (
+            TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS,
+        )
+
+        if model_type in TARGETS:  # BERT, RoBERTa: key, value and the MLP's output.dense
+            return list(TARGETS[model_type]), list(FEEDFORWARD.get(model_type, []))
     if vit is None:
         return default_targets(backbone), []
     attention = [f"model.blocks.{i}.attn.qkv" for i in range(len(vit.blocks))]
