@@ -26,6 +26,26 @@ from lab.experiment import run_experiment
 from lab.preemption import Stopped, pass_on, stop_on_signals
 from lab.tracking import write_json_atomic
 
+
+def _expose_the_sweeper() -> None:
+    """Hydra finds plugins by listing the hydra_plugins namespace package's folders, and an
+    editable install (make install's `pip install -e`) serves the lab's sweeper through an
+    import hook that such a listing does not see: add its folder, wherever it is found."""
+    import importlib.util
+
+    import hydra_plugins
+
+    spec = importlib.util.find_spec("hydra_plugins.lab_hpo_sweeper")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    folder = str(Path(next(iter(spec.submodule_search_locations))).parent)
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(folder)
+
+
+_expose_the_sweeper()
+
+
 log = logging.getLogger("lab")
 
 
