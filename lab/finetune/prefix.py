@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lab.finetune.prompt import is_text
 from lab.finetune.registry import Mode, register, vit_of
 from lab.models import Classifier
 
@@ -74,12 +75,8 @@ class Prefix(nn.Module):
         return attn.proj_drop(attn.proj(x))
 
 
-def _is_text(backbone: nn.Module) -> bool:
-    return getattr(backbone, "tokenizer", None) is not None  # model=hf (lab.models.hf_backbone)
-
-
 def apply(model: Classifier, settings: Finetune) -> None:
-    if _is_text(model.backbone):  # a transformers encoder: peft's own prefix tuning
+    if is_text(model.backbone):  # a transformers encoder: peft's own prefix tuning
         from lab.models.hf_peft import add_virtual_tokens
 
         add_virtual_tokens(model.backbone, "prefix", settings.virtual_tokens)
@@ -94,7 +91,7 @@ def apply(model: Classifier, settings: Finetune) -> None:
 
 
 def _has_attention(backbone: nn.Module) -> bool:
-    if _is_text(backbone):
+    if is_text(backbone):
         return True
     vit = vit_of(backbone)
     return vit is not None and all(all(hasattr(b.attn, a) for a in ATTENTION) for b in vit.blocks)

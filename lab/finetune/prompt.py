@@ -25,8 +25,9 @@ def apply(model: Classifier, settings: Finetune) -> None:
     add_virtual_tokens(model.backbone, "prompt", settings.virtual_tokens)
 
 
-def _is_text(backbone: nn.Module) -> bool:
+def is_text(backbone: nn.Module) -> bool:
+    """A Hugging Face encoder (model=hf, lab.models.hf_backbone): it has a tokenizer."""
     return getattr(backbone, "tokenizer", None) is not None
 
 
-register(Mode("prompt", apply, "a Hugging Face encoder (model=hf)", _is_text, order=9))
+register(Mode("prompt", apply, "a Hugging Face encoder (model=hf)", is_text, order=9))
