@@ -121,6 +121,7 @@ def train_task(
     data = strategy.training_data(task, seen)
     n = len(data)
     steps = settings.iterations or settings.epochs * math.ceil(n / settings.batch_size)
+    steps = strategy.train_steps(task, steps)
     mask = _class_mask(model, seen) if scenario == "class" and settings.seen_classes_only else None
     routing = _routing(model, data)
     progressive = finetune is not None and finetune.unfreeze_every is not None
@@ -196,6 +197,17 @@ def linear_probe(
             p.requires_grad_(True)
 
 
+class _NoOptimizer:
+    """The optimizer of a model with no trainable parameter: it has nothing to step (the
+    strategy then takes no step either: train_steps returns 0)."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self) -> None:
+        raise RuntimeError("a step of a model with no trainable parameter: train_steps must be 0")
+
+
 @dataclass
 class TaskResult:
     index: int
@@ -235,7 +247,9 @@ def train_stream(
         seen = earlier + stream.tasks[: i + 1]
         settings_i = strategy.optimizer_settings(optimizer)
         # made before the clock starts: torch's first optimizer imports torch._dynamo (~1 s)
-        task_optimizer = make_optimizer(ft.param_groups(model, finetune, settings_i.lr), settings_i)
+        groups = ft.param_groups(model, finetune, settings_i.lr)
+        # a method that trains nothing (SimpleCIL) has no parameter to give an optimizer
+        task_optimizer = make_optimizer(groups, settings_i) if groups else _NoOptimizer()
         started = time.perf_counter()
         if finetune.lp_epochs:  # LP-FT: the heads alone first (lab.finetune)
             linear_probe(

@@ -389,6 +389,8 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
             from safetensors.torch import save_file
 
             save_file(timm_weights(model.source_head), run_dir / "pretrained.safetensors")
+    if strategy is not None:  # the method's own modules (lab.strategies.base.attach)
+        strategy.attach(model, stream)
     ft.apply(model, setup.finetune)
     results.data["trainable_parameters"] = ft.count_trainable(model)
     if strategy is not None and stream.source is not None:
@@ -420,7 +422,9 @@ def _start(config: dict[str, Any], setup: Setup, results: RunResults, run_dir: P
 
 
 def _restore(setup: Setup, checkpoint: dict[str, Any], results: RunResults) -> None:
-    ft.apply(setup.model, setup.finetune)  # LoRA's adapters must exist to take their weights
+    # the method's and LoRA's modules must exist to take their weights
+    setup.strategy.attach(setup.model, setup.stream)
+    ft.apply(setup.model, setup.finetune)
     setup.model.load_state_dict(checkpoint["model"])
     setup.strategy.load_state_dict(checkpoint["strategy"])
     setup.generator.set_state(checkpoint["generator"].cpu())

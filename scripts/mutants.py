@@ -1,6 +1,6 @@
 """Break the code on purpose, one named bug at a time, and check that the tests notice.
 
-    python scripts/mutants.py            # every mutant (187; about 80 min on 2 busy cores)
+    python scripts/mutants.py            # every mutant (189; about 80 min on 2 busy cores)
     python scripts/mutants.py --list     # their names
     python scripts/mutants.py ewc-half lwf-t-squared   # some of them
 
@@ -1525,6 +1525,25 @@ MUTANTS = [
         '                self.run.summary[f"trainable_parameters_{key}"] = value',
         "                pass",
         ["tests/test_wandb.py::test_what_a_run_logs"],
+    ),
+    # a method's own modules and steps (Strategy.attach, Strategy.train_steps)
+    Mutant(
+        "attach-skipped-on-resume",
+        "lab/experiment.py",
+        "    setup.strategy.attach(setup.model, setup.stream)\n",
+        "",
+        [
+            "tests/test_engine.py::test_a_method_attaches_its_modules_before_the_optimizer_and_a_resume"
+        ],
+    ),
+    Mutant(
+        "train-steps-ignored",
+        "lab/engine.py",
+        "    steps = strategy.train_steps(task, steps)\n",
+        "",
+        [
+            "tests/test_engine.py::test_a_method_attaches_its_modules_before_the_optimizer_and_a_resume"
+        ],
     ),
 ]
 

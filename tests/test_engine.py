@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
 import torch
 from conftest import FAST
 
@@ -14,7 +15,7 @@ from lab.experiment import build, make_stream, run_experiment, seed_everything
 from lab.metrics import accuracy_metrics
 from lab.models import build_model
 from lab.optim import OptimizerSettings, make_optimizer
-from lab.strategies import build_strategy
+from lab.strategies import STRATEGIES, Strategy, build_strategy
 
 
 def test_same_config_and_seed_give_the_same_matrix_bit_for_bit(fast_config, tmp_path):
@@ -138,3 +139,49 @@ def test_only_class_il_has_a_task_masked_matrix(fast_config, tmp_path):
         config = fast_config(f"scenario={scenario}", "train.epochs=1")
         results = run_experiment(config, tmp_path / scenario)
         assert "acc_matrix_task_masked" not in results and "metrics_task_masked" not in results
+
+
+class _OffsetProbe(Strategy):
+    """A method of its own modules (Strategy.attach): the model frozen, a trainable offset on
+    the logits added, trained on the first task alone (Strategy.train_steps)."""
+
+    name = "offset_probe"
+
+    def attach(self, model, stream):
+        model.requires_grad_(False)
+        model.offset = torch.nn.Parameter(torch.zeros(model.heads[0].out_features))
+        model.heads[0].register_forward_hook(lambda head, args, out: out + head_offset(model))
+
+    def train_steps(self, task, steps):
+        return steps if task.id == 0 else 0
+
+
+def head_offset(model):
+    return model.offset
+
+
+def test_a_method_attaches_its_modules_before_the_optimizer_and_a_resume(
+    fast_config, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(STRATEGIES, "offset_probe", _OffsetProbe)
+    config = fast_config("train.epochs=1", "keep_checkpoint=true")
+    config["strategy"] = {"name": "offset_probe"}
+    whole = run_experiment(config, tmp_path / "whole")
+    state = torch.load(tmp_path / "whole" / CHECKPOINT, weights_only=True)["model"]
+    assert state["offset"].abs().sum() > 0  # trained: the optimizer had it
+    assert whole["trainable_parameters"]["total"] == 10  # the offset alone
+    # no step after the first task: the model, frozen but for the offset, stands still,
+    # so every row after the first is the same
+    assert all(row == whole["acc_matrix"][1] for row in whole["acc_matrix"][1:])
+    assert whole["train_loss"][0] is not None and whole["train_loss"][1:] == [None] * 4
+
+    def cut(self, model, task, seen):
+        if task.id == 2:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_OffsetProbe, "before_task", cut)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(config, tmp_path / "cut")
+    resumed = run_experiment(config, tmp_path / "cut")  # attach again, then the weights
+    assert resumed["acc_matrix"] == whole["acc_matrix"]

@@ -1,8 +1,13 @@
 """The strategy interface: hooks the engine calls around its training loop.
 
-The engine trains one task at a time:
+Once, before the stream (and again before a cut run resumes, before its weights are
+loaded), the run calls `strategy.attach(model, stream)`: a method that brings modules of its
+own (a prompt pool, a prototype head, a random projection) adds them to the model there,
+before the fine-tuning regime's (lab.finetune) and before any optimizer exists. Then the
+engine trains one task at a time:
 
     strategy.before_task(model, task, seen)
+    steps = strategy.train_steps(task, steps)                      # 0: no training at all
     data = strategy.training_data(task, seen)
     for each batch of data:
         batch = strategy.rehearse(batch)                           # rehearsal adds memory
@@ -33,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from lab.data import Images, Task
+from lab.data import Images, Stream, Task
 from lab.models import Classifier
 
 if TYPE_CHECKING:
@@ -86,8 +91,21 @@ class Strategy:
         """The settings of the optimizer made for each task: by default the configured ones."""
         return settings
 
+    def attach(self, model: Classifier, stream: Stream) -> None:
+        """Add the method's own modules to `model` (or replace its heads), freeze what it
+        freezes; once, after pre-training and before the regime's modules (lab.finetune), the
+        optimizer and a resumed run's load_state_dict, so the model must come out with the
+        same parameters whatever the run's state. A ConfigError names what the method needs
+        where the model or the stream cannot have it."""
+
     def before_task(self, model: Classifier, task: Task, seen: list[Task]) -> None:
         """Called before training on `task`."""
+
+    def train_steps(self, task: Task, steps: int) -> int:
+        """The optimizer steps to take on `task`, given the `steps` train.epochs or
+        train.iterations make: by default all of them; 0 for a method that does not train
+        on it (e.g. SimpleCIL, or APER after its first task)."""
+        return steps
 
     def training_data(self, task: Task, seen: list[Task]) -> Batch:
         """The samples to train on for `task`: by default its own training set."""
