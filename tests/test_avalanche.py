@@ -4,10 +4,13 @@ of whole runs with the lab engine."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,7 +21,7 @@ from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dat
 from avalanche.training.plugins import AGEMPlugin, LwFPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import copy_params_dict
-from conftest import FAST
+from conftest import FAST, compose_config
 from heatmap_pixels import assert_png_shows
 
 from lab.avalanche.engine import TaskAware
@@ -29,6 +32,7 @@ from lab.avalanche.strategies import (
     UnitImportance,
     make_strategy,
 )
+from lab.config import validate
 from lab.errors import ConfigError
 from lab.experiment import build, run_experiment, seed_everything
 from lab.strategies import EWC, L2, MAS, SI, LwF
@@ -336,14 +340,17 @@ PARITY = {  # method: its overrides, scenario included
 }
 
 
-def last_rows_and_acc(fast_config, tmp_path, engine, overrides):
-    runs = [
-        run_experiment(
-            fast_config(f"engine={engine}", f"seed={seed}", *REGIME, *overrides),
-            tmp_path / f"{engine}{seed}",
-        )
-        for seed in range(SEEDS)
-    ]
+@functools.cache
+def last_rows_and_acc(engine: str, overrides: tuple[str, ...]) -> np.ndarray:
+    """Each seed's final ACC and last row; cached: the naive baselines of the regularisers
+    (one config per scenario) are the same runs for every method a worker tests."""
+    runs = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed in range(SEEDS):
+            config = validate(
+                compose_config([*FAST, f"engine={engine}", f"seed={seed}", *REGIME, *overrides])
+            )
+            runs.append(run_experiment(config, Path(scratch) / f"{engine}{seed}"))
     return np.array([[r["metrics"]["acc"], *r["acc_matrix"][-1]] for r in runs])
 
 
@@ -353,11 +360,11 @@ def tolerance(a: np.ndarray, b: np.ndarray, test_sizes: np.ndarray) -> np.ndarra
 
 
 @pytest.mark.parametrize("method", ["naive_domain", "naive_class", *PARITY])
-def test_lab_and_avalanche_agree_on_final_acc_and_every_column(fast_config, tmp_path, method):
+def test_lab_and_avalanche_agree_on_final_acc_and_every_column(fast_config, method):
     """One test per method (pytest-xdist spreads them): SEEDS runs on each engine."""
     overrides = PARITY.get(method) or ["strategy=naive", f"scenario={method.split('_')[1]}"]
-    lab = last_rows_and_acc(fast_config, tmp_path, "lab", overrides)
-    avalanche = last_rows_and_acc(fast_config, tmp_path, "avalanche", overrides)
+    lab = last_rows_and_acc("lab", tuple(overrides))
+    avalanche = last_rows_and_acc("avalanche", tuple(overrides))
     stream, _ = setup(fast_config(*REGIME))
     sizes = np.array(
         [min(len(t.test_y) for t in stream.tasks), *(len(t.test_y) for t in stream.tasks)]
@@ -368,9 +375,7 @@ def test_lab_and_avalanche_agree_on_final_acc_and_every_column(fast_config, tmp_
         # and the tolerance could not let them pass by being loose: with it, the method
         # differs from naive fine-tuning in its scenario in some column
         scenario = next(o for o in overrides if o.startswith("scenario="))
-        naive = last_rows_and_acc(
-            fast_config, tmp_path / "naive", "lab", ["strategy=naive", scenario]
-        )
+        naive = last_rows_and_acc("lab", ("strategy=naive", scenario))
         assert (np.abs(lab.mean(0) - naive.mean(0)) > tolerance(lab, naive, sizes)).any()
 
 

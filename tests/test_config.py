@@ -126,6 +126,7 @@ ABLATIONS = {
     "memory_size": {"strategy", "strategy.mem_size", "seed"},
     "pretrained_forgetting": {"regime", "strategy", "seed"},
     "lora_vs_full": {"optimizer.lr", "finetune.lora.rank", "finetune.lora.alpha", "seed"},
+    "ptm_methods": {"strategy", "seed"},
 }
 
 
