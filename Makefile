@@ -70,10 +70,13 @@ $(BIN)/python: | system
 	$(PYTHON) -m venv $(VENV)
 
 # uv installs the project about 3x faster than pip; pip does it where uv cannot be had.
+# Both compile the packages' bytecode at install: where PYTHONDONTWRITEBYTECODE is set (as
+# in many containers and CI images) nothing is cached at import, and every lab-run process
+# would compile torch, scikit-learn and transformers from source again (15-20 s each).
 $(INSTALLED): pyproject.toml | $(BIN)/python
 	@if $(BIN)/python -m pip install -q --disable-pip-version-check uv; then \
 		echo "installing the project into $(VENV) with uv"; \
-		$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,docs]' || { \
+		$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,docs]' || { \
 			echo "uv failed (above); installing with pip instead"; \
 			$(BIN)/python -m pip install -q -e '.[dev,docs]'; }; \
 	else \

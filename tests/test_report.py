@@ -12,11 +12,13 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
 from scipy import stats
 
+from lab.experiment import run_experiment
 from lab.metrics import accuracy_metrics
 from lab.report import figures, write_report
 from lab.report.tables import latex_table
@@ -302,28 +304,23 @@ def test_task_il_masked_column_by_hand(tmp_path):
     assert "Task-IL (masked) ACC" not in [getattr(p, "title", None) for p in panels(2)]
 
 
-def test_a_table_of_runs_on_other_thread_counts_or_versions_says_so_in_one_line(tmp_path):
-    """Two lab-runs of one config and seed, at 1 and 2 threads (OMP_NUM_THREADS): each
-    records its thread count, and lab-report's table warns in one line that its runs differ
-    in it; a run edited to another torch version adds that to the line. Runs that agree
-    (or record nothing, as hand-written ones) get no warning."""
+def test_a_table_of_runs_on_other_thread_counts_or_versions_says_so_in_one_line(
+    fast_config, tmp_path
+):
+    """Two runs of one config and seed, at 1 and 2 threads: each records its thread count,
+    and lab-report's table warns in one line that its runs differ in it; a run edited to
+    another torch version adds that to the line. Runs that agree (or record nothing, as
+    hand-written ones) get no warning. (In this process, at torch.set_num_threads: what a
+    lab-run's OMP_NUM_THREADS sets, test_run's joblib test shows.)"""
     root = tmp_path / "runs"
-    for threads in (1, 2):
-        done = subprocess.run(
-            [
-                "lab-run",
-                "benchmark=split_digits",
-                "train.epochs=1",
-                "logger=none",
-                f"hydra.run.dir={root / str(threads)}",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert json.loads((root / str(threads) / "results.json").read_text())["threads"] == threads
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results = run_experiment(fast_config("train.epochs=1"), root / str(threads))
+            assert results["threads"] == threads
+    finally:
+        torch.set_num_threads(before)
     text = write_report([str(root)], tmp_path / "out").markdown.read_text()
     (line,) = [line for line in text.splitlines() if line.startswith("Warning:")]
     assert line == (
