@@ -1526,6 +1526,15 @@ MUTANTS = [
         "                pass",
         ["tests/test_wandb.py::test_what_a_run_logs"],
     ),
+    Mutant(
+        "ewc-fisher-of-unreached-layers",
+        "lab/strategies/ewc.py",
+        "    linears = {name: module for name, module in linears.items() if name in outputs}\n",
+        "",
+        [
+            "tests/test_strategies.py::test_class_il_ewc_after_a_source_gives_the_stream_head_zero_fisher"
+        ],
+    ),
     # a method's own modules and steps (Strategy.attach, Strategy.train_steps)
     Mutant(
         "attach-skipped-on-resume",

@@ -15,7 +15,7 @@ from lab.config import validate
 from lab.data import build_stream, load_dataset
 from lab.engine import TrainSettings, evaluate, train_task
 from lab.errors import ConfigError
-from lab.experiment import run_experiment
+from lab.experiment import build, run_experiment
 from lab.models import build_model
 from lab.optim import SGDW, OptimizerSettings, make_optimizer
 from lab.strategies import EWC, L2, MAS, SI, LwF, build_strategy
@@ -613,3 +613,20 @@ def test_si_after_a_source_anchors_it_with_no_importance_then_watches_the_stream
     final = torch.load(tmp_path / "si" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(final["strategy"]["anchor"][n], final["model"][n]) for n in anchor)
     assert not all(torch.equal(seen[1][1][n], pretrained[n]) for n in anchor)
+
+
+def test_class_il_ewc_after_a_source_gives_the_stream_head_zero_fisher(fast_config, tmp_path):
+    """The pre-training source is scored by its own head, so class-IL's one stream head,
+    which EWC anchors (it is shared), takes no part in the source's likelihood: its Fisher
+    there is exactly 0 (it was a KeyError: the head's output was never recorded), and the
+    backbone's is not."""
+    config = fast_config(*[o for o in PRETRAINED if o != "scenario=task"], "strategy=ewc")
+    results = run_experiment(config, tmp_path)
+    assert results["status"] == "complete" and config["scenario"] == "class"
+    stream, model, strategy = build(config, torch.device("cpu"))
+    source = stream.source
+    names = list(penalised_parameters(model))
+    assert "heads.0.weight" in names
+    fisher = fisher_diagonal(model, source.train_x[:64], source.train_y[:64], source.id, names)
+    assert fisher["heads.0.weight"].abs().sum() == 0 and fisher["heads.0.bias"].abs().sum() == 0
+    assert all(fisher[n].abs().sum() > 0 for n in names if n.startswith("backbone."))

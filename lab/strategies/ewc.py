@@ -171,6 +171,9 @@ def _linear_squared_grads(model, x, head, linears, estimator, generator, y, fish
     (per_sample_linear_sums; for layers over token sequences, the exact sum of squares).
     """
     logits, inputs, outputs = linear_forward(model, x, head, linears)
+    # a layer this head's forward does not reach (class-IL's stream head, on the pre-training
+    # source with its own head) has no gradient: its Fisher on these samples is 0
+    linears = {name: module for name, module in linears.items() if name in outputs}
     with torch.enable_grad():
         log_probs = torch.log_softmax(logits, dim=-1)
     for labels, weights in _label_sets(log_probs.detach().exp(), y, estimator, generator):
