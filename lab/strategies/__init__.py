@@ -19,6 +19,7 @@ from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
 from lab.strategies.replay import Replay
 from lab.strategies.si import SI
+from lab.strategies.slca import SLCA
 from lab.strategies.weight_decay import WeightDecay
 from lab.strategies.wise_ft import WiSEFT
 
@@ -26,7 +27,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
-        *(L2SP, WiSEFT),
+        *(L2SP, WiSEFT, SLCA),
     )
 }
 
@@ -71,6 +72,7 @@ __all__ = [
     "L2",
     "L2SP",
     "WiSEFT",
+    "SLCA",
     "Joint",
     "LwF",
     "Naive",
