@@ -27,7 +27,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
-        *(L2SP, WiSEFT, SLCA),
+        SLCA,  # above the next line, which docs/extending.md's example patches
+        *(L2SP, WiSEFT),
     )
 }
 
