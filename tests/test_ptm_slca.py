@@ -94,6 +94,65 @@ def test_the_slow_learners_loss_is_the_cross_entropy_over_the_tasks_own_classes(
     assert loss.item() == pytest.approx(by_hand, rel=1e-6)
 
 
+def test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand():
+    """Two tasks of one class each, 3 samples per class, one epoch (2 steps of 3): the
+    draws replayed from the generator, each step's gradient by autograd on the normalised
+    logits, the SGD update (weight decay, momentum 0.9) written out; the unseen row 2 and
+    its bias untouched."""
+    strategy = SLCA(ca_epochs=1, samples_per_class=3, logit_norm=0.1, mean_shrink=0.1)
+    strategy.set_seed(5)
+    strategy.lr, strategy.weight_decay = 0.5, 0.01
+    mu = {0: torch.tensor([1.0, 0.0]), 1: torch.tensor([0.0, 1.0])}
+    strategy.means, strategy.covariances = mu, {0: 0.1 * torch.eye(2), 1: 0.1 * torch.eye(2)}
+    head = torch.nn.Linear(2, 3)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[0.3, -0.2], [0.1, 0.4], [7.0, 7.0]]))
+        head.bias.copy_(torch.tensor([0.05, -0.05, 3.0]))
+    start = [p.detach().clone() for p in head.parameters()]
+    losses = strategy.align(head, [[0], [1]])
+
+    g = torch.Generator().manual_seed(5)
+    x0 = 0.95 * mu[0] + torch.randn(3, 2, generator=g) * math.sqrt(0.1)  # s_0 = 0.95
+    x1 = mu[1] + torch.randn(3, 2, generator=g) * math.sqrt(0.1)  # s_1 = 1
+    order = torch.randperm(6, generator=g)
+    inputs, targets = torch.cat([x0, x1])[order], torch.tensor([0, 0, 0, 1, 1, 1])[order]
+    w, b = start[0][:2].clone(), start[1][:2].clone()
+    momentum, by_hand = None, []
+    for step in range(2):
+        w.requires_grad_(True), b.requires_grad_(True)
+        logits = inputs[3 * step : 3 * step + 3] @ w.T + b
+        norms = (logits.abs() + 1e-7).mean(dim=1, keepdim=True)  # one column per task
+        loss = torch.nn.functional.cross_entropy(
+            logits / norms / 0.1, targets[3 * step : 3 * step + 3]
+        )
+        gw, gb = torch.autograd.grad(loss, [w, b])
+        by_hand.append(loss.item())
+        with torch.no_grad():
+            d = (gw + 0.01 * w, gb + 0.01 * b)
+            momentum = (
+                d
+                if momentum is None
+                else tuple(0.9 * m + x for m, x in zip(momentum, d, strict=True))
+            )
+            w, b = w - 0.5 * momentum[0], b - 0.5 * momentum[1]
+    assert torch.allclose(head.weight[:2], w, atol=1e-6)
+    assert torch.allclose(head.bias[:2], b, atol=1e-6)
+    assert torch.equal(head.weight[2], start[0][2]) and torch.equal(head.bias[2], start[1][2])
+    assert losses == pytest.approx([sum(by_hand) / 2], rel=1e-6)
+
+
+def test_the_heads_start_as_the_references_from_the_strategys_generator():
+    """Truncated normal of std 0.02 (SimpleContinualLinear), zero bias; the global RNG
+    untouched. 128 x 10 weights: the sample std within 0.002 (about 3 SE) of 0.02."""
+    model = build_model("mlp", (1, 8, 8), [10], hidden_sizes=[128])
+    before = torch.get_rng_state()
+    SLCA().attach(model, None)
+    assert torch.equal(torch.get_rng_state(), before)
+    weight = model.heads[0].weight
+    assert abs(weight.std().item() - 0.02) < 0.002 and weight.abs().max() < 0.1
+    assert model.heads[0].bias.eq(0).all()
+
+
 def test_hyperparameters_are_checked_and_other_scenarios_refused():
     config = validate(compose_config([*FAST, "strategy=slca"]))
     assert config["strategy"] == {
