@@ -498,7 +498,7 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
 
 
 # Strategies of the lab's own that Avalanche has no plugin for (lab.avalanche.strategies)
-LAB_ONLY = ("l2_sp", "wise_ft")
+LAB_ONLY = ("l2_sp", "wise_ft", "slca")
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
     "gem": {
@@ -687,6 +687,12 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # built once here, so that a bad value is refused before anything runs, also
         # with engine=avalanche (which builds Avalanche's own)
         build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
+        scenarios = STRATEGIES[strategy].scenarios
+        if config["scenario"] not in scenarios:
+            raise ConfigError(
+                f"strategy={strategy} does not run in scenario={config['scenario']}; "
+                f"valid: scenario={'|'.join(scenarios)}"
+            )
     _check_engine(config)
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)

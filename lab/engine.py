@@ -247,7 +247,7 @@ def train_stream(
         seen = earlier + stream.tasks[: i + 1]
         settings_i = strategy.optimizer_settings(optimizer)
         # made before the clock starts: torch's first optimizer imports torch._dynamo (~1 s)
-        groups = ft.param_groups(model, finetune, settings_i.lr)
+        groups = strategy.param_groups(model, ft.param_groups(model, finetune, settings_i.lr))
         # a method that trains nothing (SimpleCIL) has no parameter to give an optimizer
         task_optimizer = make_optimizer(groups, settings_i) if groups else _NoOptimizer()
         started = time.perf_counter()

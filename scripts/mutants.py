@@ -1554,6 +1554,202 @@ MUTANTS = [
             "tests/test_engine.py::test_a_method_attaches_its_modules_before_the_optimizer_and_a_resume"
         ],
     ),
+    # issue 31: slca
+    Mutant(
+        "slca-covariance-biased",
+        "lab/strategies/slca.py",
+        "covariance = torch.cov(h.T) + ridge",
+        "covariance = torch.cov(h.T, correction=0) + ridge",
+        [
+            "tests/test_ptm_slca.py::test_class_statistics_are_the_mean_and_the_unbiased_covariance_plus_the_ridge"
+        ],
+    ),
+    Mutant(
+        "slca-no-covariance-ridge",
+        "lab/strategies/slca.py",
+        "torch.cov(h.T) + ridge * torch.eye",
+        "torch.cov(h.T) + 0 * torch.eye",
+        [
+            "tests/test_ptm_slca.py::test_class_statistics_are_the_mean_and_the_unbiased_covariance_plus_the_ridge"
+        ],
+    ),
+    Mutant(
+        "slca-samples-from-global-rng",
+        "lab/strategies/slca.py",
+        "z = torch.randn(count, mean.shape[0], generator=generator)",
+        "z = torch.randn(count, mean.shape[0])",
+        [
+            "tests/test_ptm_slca.py::test_alignment_samples_come_from_the_strategys_generator_with_each_classs_moments"
+        ],
+    ),
+    Mutant(
+        "slca-cholesky-transposed",
+        "lab/strategies/slca.py",
+        "torch.matmul(scale_tril, z.unsqueeze(-1))",
+        "torch.matmul(scale_tril.T, z.unsqueeze(-1))",
+        [
+            "tests/test_ptm_slca.py::test_alignment_samples_come_from_the_strategys_generator_with_each_classs_moments"
+        ],
+    ),
+    Mutant(
+        "slca-old-means-not-shrunk",
+        "lab/strategies/slca.py",
+        "scale = 1 - self.mean_shrink + self.mean_shrink * (k + 1) / seen",
+        "scale = 1.0",
+        [
+            "tests/test_ptm_slca.py::test_alignment_samples_come_from_the_strategys_generator_with_each_classs_moments"
+        ],
+    ),
+    Mutant(
+        "slca-logit-norm-max-not-mean",
+        "lab/strategies/slca.py",
+        "    ).mean(dim=-1, keepdim=True)\n    return logits / norms / tau",
+        "    ).amax(dim=-1, keepdim=True)\n    return logits / norms / tau",
+        [
+            "tests/test_ptm_slca.py::test_logit_normalisation_divides_by_the_mean_of_each_tasks_norm_over_tau"
+        ],
+    ),
+    Mutant(
+        "slca-logit-norm-without-tau",
+        "lab/strategies/slca.py",
+        "return logits / norms / tau",
+        "return logits / norms",
+        [
+            "tests/test_ptm_slca.py::test_logit_normalisation_divides_by_the_mean_of_each_tasks_norm_over_tau"
+        ],
+    ),
+    Mutant(
+        "slca-loss-over-every-output",
+        "lab/strategies/slca.py",
+        "F.cross_entropy(logits[:, outputs].float(), position[batch.y])",
+        "F.cross_entropy(logits.float(), batch.y)",
+        [
+            "tests/test_ptm_slca.py::test_the_slow_learners_loss_is_the_cross_entropy_over_the_tasks_own_classes"
+        ],
+    ),
+    Mutant(
+        "slca-alignment-without-momentum",
+        "lab/strategies/slca.py",
+        "momentum=self.ca_momentum,",
+        "momentum=0.0,",
+        [
+            "tests/test_ptm_slca.py::test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand"
+        ],
+    ),
+    Mutant(
+        "slca-alignment-without-weight-decay",
+        "lab/strategies/slca.py",
+        "            weight_decay=decay,\n",
+        "            weight_decay=0.0,\n",
+        [
+            "tests/test_ptm_slca.py::test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand"
+        ],
+    ),
+    Mutant(
+        "slca-alignment-at-a-fixed-lr",
+        "lab/strategies/slca.py",
+        "lr=self.ca_lr if self.ca_lr is not None else self.lr,",
+        "lr=0.01,",
+        [
+            "tests/test_ptm_slca.py::test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand"
+        ],
+    ),
+    Mutant(
+        "slca-alignment-unshuffled",
+        "lab/strategies/slca.py",
+        "inputs, targets = inputs[order], targets[order]",
+        "pass",
+        [
+            "tests/test_ptm_slca.py::test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand"
+        ],
+    ),
+    Mutant(
+        "slca-aligned-rows-not-written-back",
+        "lab/strategies/slca.py",
+        "            head.weight[index] = weight\n",
+        "",
+        [
+            "tests/test_ptm_slca.py::test_one_alignment_epoch_is_sgd_with_momentum_on_the_seen_rows_by_hand"
+        ],
+    ),
+    Mutant(
+        "slca-head-init-from-global-rng",
+        "lab/strategies/slca.py",
+        "std=0.02, generator=self.generator)",
+        "std=0.02)",
+        [
+            "tests/test_ptm_slca.py::test_the_heads_start_as_the_references_from_the_strategys_generator"
+        ],
+    ),
+    Mutant(
+        "slca-any-scenario",
+        "lab/config.py",
+        'if config["scenario"] not in scenarios:',
+        "if False:",
+        ["tests/test_ptm_slca.py::test_hyperparameters_are_checked_and_other_scenarios_refused"],
+    ),
+    Mutant(
+        "slca-lr-ratio-ignored",
+        "lab/strategies/slca.py",
+        '"lr": group["lr"] * self.lr_ratio}',
+        '"lr": group["lr"]}',
+        [
+            "tests/test_ptm_slca.py::test_the_backbone_trains_at_lr_ratio_times_the_heads_lr_without_the_optimizers_decay"
+        ],
+    ),
+    Mutant(
+        "slca-param-groups-hook-not-called",
+        "lab/engine.py",
+        "groups = strategy.param_groups(model, ft.param_groups(model, finetune, settings_i.lr))",
+        "groups = ft.param_groups(model, finetune, settings_i.lr)",
+        [
+            "tests/test_ptm_slca.py::test_the_backbone_trains_at_lr_ratio_times_the_heads_lr_without_the_optimizers_decay"
+        ],
+    ),
+    Mutant(
+        "slca-optimizer-keeps-its-decay",
+        "lab/strategies/slca.py",
+        "return dataclasses.replace(settings, weight_decay=0.0)",
+        "return settings",
+        [
+            "tests/test_ptm_slca.py::test_the_backbone_trains_at_lr_ratio_times_the_heads_lr_without_the_optimizers_decay",
+            "tests/test_ptm_slca.py::test_the_slow_learner_moves_only_the_rows_of_the_tasks_own_classes",
+        ],
+    ),
+    Mutant(
+        "slca-decay-on-every-row",
+        "lab/strategies/slca.py",
+        "p.grad[rows] = p.grad[rows].add(p[rows], alpha=self.weight_decay)",
+        "p.grad.add_(p, alpha=self.weight_decay)",
+        [
+            "tests/test_ptm_slca.py::test_the_slow_learner_moves_only_the_rows_of_the_tasks_own_classes"
+        ],
+    ),
+    Mutant(
+        "slca-no-recall-before-the-next-task",
+        "lab/strategies/slca.py",
+        "if self.unaligned is not None:  # the reference's",
+        "if False:  # the reference's",
+        [
+            "tests/test_ptm_slca.py::test_alignment_follows_every_task_but_the_first_and_the_next_task_trains_from_before_it"
+        ],
+    ),
+    Mutant(
+        "slca-aligns-after-the-first-task",
+        "lab/strategies/slca.py",
+        "if len(tasks) > 1 and self.ca_epochs > 0:",
+        "if self.ca_epochs > 0:",
+        [
+            "tests/test_ptm_slca.py::test_alignment_follows_every_task_but_the_first_and_the_next_task_trains_from_before_it"
+        ],
+    ),
+    Mutant(
+        "slca-unaligned-head-not-resumed",
+        "lab/strategies/slca.py",
+        'self.unaligned = state["unaligned"]',
+        "self.unaligned = None",
+        ["tests/test_ptm_slca.py::test_slca_resumes_bit_for_bit_after_a_cut_before_task_2"],
+    ),
 ]
 
 

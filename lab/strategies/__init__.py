@@ -19,6 +19,7 @@ from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
 from lab.strategies.replay import Replay
 from lab.strategies.si import SI
+from lab.strategies.slca import SLCA
 from lab.strategies.weight_decay import WeightDecay
 from lab.strategies.wise_ft import WiSEFT
 
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
+        SLCA,  # above the next line, which docs/extending.md's example patches
         *(L2SP, WiSEFT),
     )
 }
@@ -71,6 +73,7 @@ __all__ = [
     "L2",
     "L2SP",
     "WiSEFT",
+    "SLCA",
     "Joint",
     "LwF",
     "Naive",

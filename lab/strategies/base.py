@@ -22,7 +22,10 @@ engine trains one task at a time:
     results.update(strategy.after_stream(model, tasks, source, evaluate))  # after the last
 
 `seen` is the list of tasks up to and including the current one. The engine also asks
-`strategy.optimizer_settings(settings)` for the settings of each task's optimizer. The
+`strategy.optimizer_settings(settings)` for the settings of each task's optimizer, and
+`strategy.param_groups(model, groups)` for its parameter groups, given those of the
+fine-tuning regime (lab.finetune.param_groups: each {"params", "lr"}); SLCA slows the
+backbone there. Both are asked before `before_task`. The
 defaults do plain sequential fine-tuning; a method overrides only the hooks it needs.
 A strategy draws its random numbers (e.g. labels for a sampled Fisher) from its own
 `generator`, never from the global RNG, so a strategy at strength 0 trains exactly as
@@ -75,6 +78,7 @@ class Strategy:
     """Plain sequential fine-tuning; subclasses override the hooks they need."""
 
     name = "naive"
+    scenarios = ("task", "domain", "class")  # where it runs; lab.config refuses the others
 
     @property
     def generator(self) -> torch.Generator:
@@ -90,6 +94,11 @@ class Strategy:
     def optimizer_settings(self, settings: OptimizerSettings) -> OptimizerSettings:
         """The settings of the optimizer made for each task: by default the configured ones."""
         return settings
+
+    def param_groups(self, model: Classifier, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The parameter groups of each task's optimizer, given the regime's (each with its
+        "params" and "lr"): by default as they are."""
+        return groups
 
     def attach(self, model: Classifier, stream: Stream) -> None:
         """Add the method's own modules to `model` (or replace its heads), freeze what it
