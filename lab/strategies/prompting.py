@@ -36,6 +36,7 @@ from lab.finetune.registry import describe, vit_of
 from lab.models import Classifier
 from lab.strategies.base import Batch, Strategy
 
+PROMPT_LEARNERS = ("l2p", "dualprompt", "coda_prompt")  # the strategies built on this module
 VALID_BACKBONE = "model=timm model.arch=test_vit (any timm ViT with a class token)"
 BLOCK = ("norm1", "attn", "ls1", "drop_path1", "norm2", "mlp", "ls2", "drop_path2")
 
