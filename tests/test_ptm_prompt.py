@@ -244,6 +244,90 @@ def test_coda_refuses_more_components_than_the_vit_can_hold_orthogonal():
         vit_model("coda_prompt", pool_size=100)
 
 
+def prefix_tuned(model, prefixes: dict):
+    """The ViT's class-token feature with lab.finetune.prefix's Prefix modules at the given
+    blocks ({block: (keys, values)}, (L, heads, d_h) each): an independent prefix forward."""
+    import copy
+    import functools
+
+    from lab.finetune.prefix import Prefix
+
+    vit = copy.deepcopy(model.backbone.model)
+    for i, (keys, values) in prefixes.items():
+        attn = vit.blocks[i].attn
+        attn.prefix = Prefix(attn.num_heads, keys.shape[0], attn.head_dim)
+        with torch.no_grad():
+            attn.prefix.keys.copy_(keys.permute(1, 0, 2))
+            attn.prefix.values.copy_(values.permute(1, 0, 2))
+        attn.forward = functools.partial(attn.prefix.attend, attn)
+    return vit
+
+
+def test_dualprompt_prefixes_are_the_g_prompt_and_the_chosen_e_prompts_key_and_value_halves():
+    model, dual = vit_model("dualprompt", size=5, g_prompt_layer_idx=[0], e_prompt_layer_idx=[2])
+    model.eval()
+    prompts = model.backbone.prompts
+    x = torch.rand(1, 3, 32, 32)
+    slot = dual.match(prompts, query(dual.vit, x))[0].item()
+    g, e = prompts.g_prompt.detach(), prompts.e_prompt.detach()
+    vit = prefix_tuned(model, {0: (g[0, 0], g[0, 1]), 2: (e[0, 0, slot], e[0, 1, slot])})
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), vit(x), atol=1e-5)
+
+
+def test_coda_prefixes_are_the_weighted_sum_of_components_split_into_keys_and_values():
+    model, coda = vit_model("coda_prompt", pool_size=6, layers=[1])
+    model.eval()
+    x = torch.rand(1, 3, 32, 32)
+    p, k, a = (t.detach()[:2] for t in model.backbone.prompts.of(1))  # task 0's two
+    prompt = torch.einsum("bk,kld->bld", attention_weights(query(coda.vit, x), a, k), p)[0]
+    kv = prompt.reshape(8, 2, 32)  # (L_p, heads, d_h)
+    vit = prefix_tuned(model, {1: (kv[:4], kv[4:])})
+    with torch.no_grad():
+        assert torch.allclose(model.features(x), vit(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", PROMPT_LEARNERS)
+def test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term(name):
+    params = {"coda_prompt": {"pool_size": 6, "ortho_mu": 0.5}}.get(name, {})
+    model, strategy = vit_model(name, **params)
+    task = FakeTask(0, [0, 1])
+    strategy.before_task(model, task, [])
+    model.train()
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 1, 0])
+    features = model.features(x)
+    logits = model.classify(features)
+    loss = strategy.loss(model, targets_only(y), features, logits, None)
+    ce = task_masked_ce(logits, y, task)
+    if name == "coda_prompt":  # + ortho_mu * the three penalties of every prompted layer
+        penalty = 0.0
+        for i in strategy.layers:
+            p, k, a = (t[:2] for t in model.backbone.prompts.of(i))
+            penalty += ortho_penalty(k) + ortho_penalty(a) + ortho_penalty(p.flatten(1))
+        expected = ce + 0.5 * penalty
+    else:  # - lambda * the pull constraint
+        expected = ce - strategy.coeff * strategy.step_terms["pull"]
+        assert strategy.step_terms["pull"].item() > 0  # uniform keys: some cosine above 0
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def targets_only(y):  # the loss reads the targets alone
+    from lab.strategies.base import Batch
+
+    return Batch(None, y, torch.zeros_like(y))
+
+
+def test_gradients_are_clipped_to_clip_grad_before_the_step():
+    model, l2p = vit_model("l2p", clip_grad=1.0)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 3.0) if p.requires_grad else None
+    l2p.after_backward(model)
+    norm = torch.linalg.vector_norm(
+        torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
+    )
+    assert norm.item() == pytest.approx(1.0, rel=1e-5)
+
+
 # ---- configs and refusals
 
 
