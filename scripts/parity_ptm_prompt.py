@@ -155,7 +155,13 @@ def import_mammoth(mammoth: str) -> None:
 
 
 def reference_method(
-    name: str, p: dict, n_classes: int, vit_size: dict, weights=None, initial=None
+    name: str,
+    p: dict,
+    n_classes: int,
+    vit_size: dict,
+    weights=None,
+    initial=None,
+    classes_per_task: int = 2,
 ):
     """Mammoth's method `name` (its ContinualModel, without its constructor, which needs a
     Mammoth dataset and hub weights) on its VisionTransformer of `vit_size`, with `weights`
@@ -164,9 +170,9 @@ def reference_method(
     import torch
     from torch import nn
 
-    class Offsets:  # the dataset's get_offsets, 2 classes per task
+    class Offsets:  # the dataset's get_offsets
         def get_offsets(self, t):
-            return 2 * t, 2 * (t + 1)
+            return classes_per_task * t, classes_per_task * (t + 1)
 
     def load(model, state):
         if state is None:  # random weights (the benchmark)
@@ -321,7 +327,7 @@ def reference_method(
     method.net, method.args, method.loss = net, args, nn.CrossEntropyLoss()
     method.dataset = Offsets()
     method._current_task, method._epoch_iteration = 0, 0
-    method.offset_1, method.offset_2 = 0, 2
+    method.offset_1, method.offset_2 = 0, classes_per_task
     if name == "coda_prompt":
         method.opt = method.get_optimizer()
 

@@ -293,6 +293,10 @@ def test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term(name):
     model, strategy = vit_model(name, **params)
     task = FakeTask(0, [0, 1])
     strategy.before_task(model, task, [])
+    if name == "coda_prompt":  # away from the orthonormal start, where the penalty is 0
+        with torch.no_grad():
+            for p in model.backbone.prompts.parameters():
+                p.mul_(2)
     model.train()
     x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 1, 0])
     features = model.features(x)
@@ -305,6 +309,7 @@ def test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term(name):
             p, k, a = (t[:2] for t in model.backbone.prompts.of(i))
             penalty += ortho_penalty(k) + ortho_penalty(a) + ortho_penalty(p.flatten(1))
         expected = ce + 0.5 * penalty
+        assert penalty.item() > 1  # ||4I - I||^2 / M per term: the penalty counts
     else:  # - lambda * the pull constraint
         expected = ce - strategy.coeff * strategy.step_terms["pull"]
         assert strategy.step_terms["pull"].item() > 0  # uniform keys: some cosine above 0
