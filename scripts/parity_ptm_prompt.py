@@ -7,7 +7,7 @@ run time from --mammoth (default: $MAMMOTH_ROOT), in its own Python (--mammoth-p
 default $MAMMOTH_PYTHON or /work/refenv/mammoth/bin/python), as a subprocess: nothing of it is
 copied here. Its environment: a virtual environment with timm 0.9.8 (Mammoth's pin), torch,
 and kornia and kornia_rs installed with --no-deps (models/utils/continual_model.py imports
-kornia; nothing here uses it). To make one:
+kornia; nothing here uses it; /work/refenv/mammoth has kornia 0.9.0, kornia_rs 0.2.0). To make one:
 
     git clone https://github.com/aimagelab/mammoth
     git -C mammoth checkout e75a491c69fd729edeb01431afb753d9157d9a81
@@ -705,7 +705,11 @@ def main() -> int:
         )
         return 2
     if not Path(args.mammoth_python).is_file():
-        print(f"no Python for Mammoth at {args.mammoth_python}: make one as the docstring says")
+        print(
+            f"no Python for Mammoth at {args.mammoth_python} (--mammoth-python): python -m venv "
+            "refenv && refenv/bin/pip install torch torchvision timm==0.9.8 numpy && "
+            "refenv/bin/pip install --no-deps kornia kornia_rs"
+        )
         return 2
     import torch
 
