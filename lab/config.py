@@ -498,7 +498,7 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
 
 
 # Strategies of the lab's own that Avalanche has no plugin for (lab.avalanche.strategies)
-LAB_ONLY = ("l2_sp", "wise_ft", "slca")
+LAB_ONLY = ("l2_sp", "wise_ft", "l2p", "dualprompt", "coda_prompt", "slca")
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
     "gem": {
@@ -561,6 +561,18 @@ def _check_engine(config: dict[str, Any]) -> None:
             "the model for logits without task labels); valid: scenario=domain or class, "
             "or engine=lab"
         )
+
+
+def _check_strategy_setting(config: dict[str, Any], strategy: str) -> None:
+    """The scenarios and fine-tuning modes a strategy is made for, where it says (its class's
+    `scenarios` and `finetune_modes`, e.g. the prompt learners: class-IL, their own freezing)."""
+    cls = STRATEGIES[strategy]
+    for key, value, valid in (
+        ("scenario", config["scenario"], getattr(cls, "scenarios", None)),
+        ("finetune.mode", config["finetune"]["mode"], getattr(cls, "finetune_modes", None)),
+    ):
+        if valid is not None and value not in valid:
+            _fail(key, value, f"{', '.join(valid)} (strategy={strategy} is made for it)")
 
 
 def _check_text(config: dict[str, Any]) -> None:
@@ -687,12 +699,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # built once here, so that a bad value is refused before anything runs, also
         # with engine=avalanche (which builds Avalanche's own)
         build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
-        scenarios = STRATEGIES[strategy].scenarios
-        if config["scenario"] not in scenarios:
-            raise ConfigError(
-                f"strategy={strategy} does not run in scenario={config['scenario']}; "
-                f"valid: scenario={'|'.join(scenarios)}"
-            )
+        _check_strategy_setting(config, strategy)
     _check_engine(config)
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)

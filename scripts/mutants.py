@@ -1750,6 +1750,244 @@ MUTANTS = [
         "self.unaligned = None",
         ["tests/test_ptm_slca.py::test_slca_resumes_bit_for_bit_after_a_cut_before_task_2"],
     ),
+    # issue 31: prompt (L2P, DualPrompt, CODA-Prompt: lab/strategies/prompting.py and theirs)
+    Mutant(
+        "prompt-top-n-lowest",
+        "lab/strategies/prompting.py",
+        "    idx = similarity.topk(n, dim=1).indices\n",
+        "    idx = (-similarity).topk(n, dim=1).indices\n",
+        [
+            "tests/test_ptm_prompt.py::test_top_n_takes_the_keys_of_highest_cosine_and_the_batchwise_vote_the_most_chosen"
+        ],
+    ),
+    Mutant(
+        "prompt-batchwise-ignored",
+        "lab/strategies/prompting.py",
+        "    if not batchwise:\n",
+        "    if True:\n",
+        [
+            "tests/test_ptm_prompt.py::test_top_n_takes_the_keys_of_highest_cosine_and_the_batchwise_vote_the_most_chosen"
+        ],
+    ),
+    Mutant(
+        "prompt-pull-not-per-sample",
+        "lab/strategies/prompting.py",
+        "    return (chosen_keys * query.unsqueeze(1)).sum() / len(query)\n",
+        "    return (chosen_keys * query.unsqueeze(1)).sum()\n",
+        [
+            "tests/test_ptm_prompt.py::test_the_pull_constraint_is_the_chosen_keys_cosines_summed_over_the_batch_divided_by_it"
+        ],
+    ),
+    Mutant(
+        "prompt-train-mask-off",
+        "lab/strategies/prompting.py",
+        "    current[task.outputs] = True\n",
+        "    current[:] = True\n",
+        [
+            "tests/test_ptm_prompt.py::test_the_train_mask_is_the_cross_entropy_over_the_current_tasks_classes"
+        ],
+    ),
+    Mutant(
+        "prompt-unseen-classes-score",
+        "lab/strategies/prompting.py",
+        '        return logits.masked_fill(~self.seen, float("-inf"))\n',
+        "        return logits\n",
+        ["tests/test_ptm_prompt.py::test_unseen_classes_score_minus_infinity_until_their_task"],
+    ),
+    Mutant(
+        "prompt-seen-not-checkpointed",
+        "lab/strategies/prompting.py",
+        "dtype=torch.bool))\n",
+        "dtype=torch.bool), persistent=False)\n",
+        [
+            "tests/test_ptm_prompt.py::test_each_method_learns_the_stream_from_frozen_weights_and_resumes_bit_for_bit[l2p]"
+        ],
+    ),
+    Mutant(
+        "prompt-backbone-trains",
+        "lab/strategies/prompting.py",
+        "        model.backbone.requires_grad_(False)\n        model.heads[0] = SeenClassesHead",
+        "        model.heads[0] = SeenClassesHead",
+        [
+            "tests/test_ptm_prompt.py::test_each_method_learns_the_stream_from_frozen_weights_and_resumes_bit_for_bit[dualprompt]"
+        ],
+    ),
+    Mutant(
+        "prompt-no-clipping",
+        "lab/strategies/prompting.py",
+        "        if self.clip_grad > 0:",
+        "        if False:",
+        ["tests/test_ptm_prompt.py::test_gradients_are_clipped_to_clip_grad_before_the_step"],
+    ),
+    Mutant(
+        "prompt-scenario-unchecked",
+        "lab/config.py",
+        "        _check_strategy_setting(config, strategy)\n",
+        "",
+        ["tests/test_ptm_prompt.py::test_what_the_methods_cannot_run_is_refused_in_one_line"],
+    ),
+    Mutant(
+        "l2p-prompt-without-position",
+        "lab/strategies/l2p.py",
+        "        chosen = vit.pos_drop(chosen + vit.pos_embed[:, :1].to(chosen.dtype))\n",
+        "        chosen = vit.pos_drop(chosen)\n",
+        [
+            "tests/test_ptm_prompt.py::test_l2p_puts_the_chosen_prompts_after_the_class_token_and_reads_their_mean"
+        ],
+    ),
+    Mutant(
+        "l2p-head-reads-class-token",
+        "lab/strategies/l2p.py",
+        "        return head_input(vit, out[:, 1 : 1 + chosen.shape[1]].mean(dim=1))\n",
+        "        return head_input(vit, out[:, 0])\n",
+        [
+            "tests/test_ptm_prompt.py::test_l2p_puts_the_chosen_prompts_after_the_class_token_and_reads_their_mean"
+        ],
+    ),
+    Mutant(
+        "l2p-pull-pushes",
+        "lab/strategies/l2p.py",
+        '        return -self.coeff * self.step_terms["pull"]\n',
+        '        return self.coeff * self.step_terms["pull"]\n',
+        [
+            "tests/test_ptm_prompt.py::test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term[l2p]"
+        ],
+    ),
+    Mutant(
+        "dualprompt-own-e-prompt-at-test",
+        "lab/strategies/dualprompt.py",
+        "        own = self.own_slots(self.task.id) if backbone.training else None\n",
+        "        own = self.own_slots(self.task.id)\n",
+        [
+            "tests/test_ptm_prompt.py::test_dualprompt_trains_the_tasks_own_e_prompt_and_tests_the_best_matching_key"
+        ],
+    ),
+    Mutant(
+        "dualprompt-key-matching-in-training",
+        "lab/strategies/dualprompt.py",
+        "        if own is not None:  # training",
+        "        if False:  # training",
+        [
+            "tests/test_ptm_prompt.py::test_dualprompt_trains_the_tasks_own_e_prompt_and_tests_the_best_matching_key"
+        ],
+    ),
+    Mutant(
+        "dualprompt-new-e-prompt-not-copied",
+        "lab/strategies/dualprompt.py",
+        "] = e[:, :, previous.start : previous.stop]\n",
+        "] = e[:, :, current.start : current.stop]\n",
+        [
+            "tests/test_ptm_prompt.py::test_dualprompt_starts_a_new_tasks_e_prompt_from_the_last_ones"
+        ],
+    ),
+    Mutant(
+        "dualprompt-key-value-swapped",
+        "lab/strategies/dualprompt.py",
+        "            prefixes[layer] = (kv[0], kv[1])\n",
+        "            prefixes[layer] = (kv[1], kv[0])\n",
+        [
+            "tests/test_ptm_prompt.py::test_dualprompt_prefixes_are_the_g_prompt_and_the_chosen_e_prompts_key_and_value_halves"
+        ],
+    ),
+    Mutant(
+        "dualprompt-pull-pushes",
+        "lab/strategies/dualprompt.py",
+        '        return -self.coeff * self.step_terms["pull"]\n',
+        '        return self.coeff * self.step_terms["pull"]\n',
+        [
+            "tests/test_ptm_prompt.py::test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term[dualprompt]"
+        ],
+    ),
+    Mutant(
+        "coda-alpha-without-attention",
+        "lab/strategies/coda_prompt.py",
+        "    attended = F.normalize(q.unsqueeze(1) * attention.unsqueeze(0), dim=2)  # (B, M, d)\n",
+        "    attended = F.normalize(q.unsqueeze(1).expand(-1, len(attention), -1), dim=2)\n",
+        [
+            "tests/test_ptm_prompt.py::test_coda_attention_weights_are_the_cosine_of_the_attended_query_and_the_key"
+        ],
+    ),
+    Mutant(
+        "coda-alpha-key-unnormalised",
+        "lab/strategies/coda_prompt.py",
+        '    return torch.einsum("bkd,kd->bk", attended, F.normalize(keys, dim=1))\n',
+        '    return torch.einsum("bkd,kd->bk", attended, keys)\n',
+        [
+            "tests/test_ptm_prompt.py::test_coda_attention_weights_are_the_cosine_of_the_attended_query_and_the_key"
+        ],
+    ),
+    Mutant(
+        "coda-ortho-summed",
+        "lab/strategies/coda_prompt.py",
+        "    return (gram - torch.eye(len(t), device=t.device, dtype=t.dtype)).square().mean()\n",
+        "    return (gram - torch.eye(len(t), device=t.device, dtype=t.dtype)).square().sum()\n",
+        [
+            "tests/test_ptm_prompt.py::test_coda_orthogonality_penalty_is_the_mean_squared_distance_of_the_gram_to_identity"
+        ],
+    ),
+    Mutant(
+        "coda-ortho-off",
+        "lab/strategies/coda_prompt.py",
+        '        return self.ortho_mu * self.step_terms["ortho"]\n',
+        "        return 0.0\n",
+        [
+            "tests/test_ptm_prompt.py::test_the_loss_is_the_masked_cross_entropy_and_the_methods_own_term[coda_prompt]"
+        ],
+    ),
+    Mutant(
+        "coda-keys-values-swapped",
+        "lab/strategies/coda_prompt.py",
+        "            prefixes[i] = (kv[:, :, :half], kv[:, :, half:])\n",
+        "            prefixes[i] = (kv[:, :, half:], kv[:, :, :half])\n",
+        [
+            "tests/test_ptm_prompt.py::test_coda_prefixes_are_the_weighted_sum_of_components_split_into_keys_and_values"
+        ],
+    ),
+    Mutant(
+        "coda-gram-schmidt-no-projection",
+        "lab/strategies/coda_prompt.py",
+        "        out[k] = v - coefficients @ earlier\n",
+        "        out[k] = v\n",
+        [
+            "tests/test_ptm_prompt.py::test_gram_schmidt_makes_a_tasks_rows_orthonormal_to_the_earlier_ones_and_zeroes_the_rest"
+        ],
+    ),
+    Mutant(
+        "coda-gram-schmidt-unnormalised",
+        "lab/strategies/coda_prompt.py",
+        "    out[start:end] = out[start:end] / out[start:end].norm(dim=1, keepdim=True)\n",
+        "",
+        [
+            "tests/test_ptm_prompt.py::test_gram_schmidt_makes_a_tasks_rows_orthonormal_to_the_earlier_ones_and_zeroes_the_rest"
+        ],
+    ),
+    Mutant(
+        "coda-gram-schmidt-later-rows-kept",
+        "lab/strategies/coda_prompt.py",
+        "    out = torch.zeros_like(flat)\n",
+        "    out = flat.clone()\n",
+        [
+            "tests/test_ptm_prompt.py::test_gram_schmidt_makes_a_tasks_rows_orthonormal_to_the_earlier_ones_and_zeroes_the_rest"
+        ],
+    ),
+    Mutant(
+        "coda-earlier-components-train",
+        "lab/strategies/coda_prompt.py",
+        "        return torch.cat([t[:start].detach(), t[start:end]]) if training else t[:end]\n",
+        "        return t[:end]\n",
+        [
+            "tests/test_ptm_prompt.py::test_coda_trains_the_current_tasks_components_alone_and_tests_on_all_so_far"
+        ],
+    ),
+    Mutant(
+        "coda-no-new-components",
+        "lab/strategies/coda_prompt.py",
+        "        if task.id > 0:  # the new task's components",
+        "        if False:  # the new task's components",
+        [
+            "tests/test_ptm_prompt.py::test_coda_trains_the_current_tasks_components_alone_and_tests_on_all_so_far"
+        ],
+    ),
 ]
 
 

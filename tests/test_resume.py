@@ -16,6 +16,7 @@ from lab.checkpoint import CHECKPOINT
 from lab.errors import ConfigError
 from lab.experiment import run_experiment
 from lab.strategies import STRATEGIES
+from lab.strategies.prompting import PROMPT_LEARNERS
 
 # dropout draws from the global RNG: a resume that did not restore it would differ
 COMMON = ["train.epochs=3", "model.dropout=0.2", "benchmark.shuffle_classes=true"]
@@ -35,7 +36,11 @@ def interrupt_before_task(monkeypatch, strategy: str, task_id: int) -> None:
 
 # every strategy, and the other random streams a checkpoint must carry: the strategy's own
 # generator (a sampled Fisher, a Fisher on a subset) and augmentation's
-RESUMED = {name: [f"strategy={name}"] for name in sorted(STRATEGIES)} | {
+# (the prompt learners need a timm ViT and class-IL, not this MLP: tests/test_ptm_prompt.py
+# resumes each of them bit for bit on test_vit)
+RESUMED = {
+    name: [f"strategy={name}"] for name in sorted(STRATEGIES) if name not in PROMPT_LEARNERS
+} | {
     "ewc-sampled-fisher": ["strategy=ewc", "strategy.fisher=sampled"],
     "ewc-fisher-samples": ["strategy=ewc", "strategy.fisher_samples=50"],
     "augmented": ["train.augment.crop_padding=1", "train.augment.noise_std=0.1"],

@@ -55,24 +55,33 @@ class Prefix(nn.Module):
         """timm's Attention.forward on x (B, N, C), the prefixes before its keys/values."""
         if attn_mask is not None or is_causal:
             raise NotImplementedError("prefix tuning here takes no attention mask")
-        B, N, _ = x.shape
-        heads, dim = attn.num_heads, self.keys.shape[-1]
-        gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
-        qkv = attn.qkv(x).reshape(B, N, 3, heads, dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = attn.q_norm(q), attn.k_norm(k)
-        k = torch.cat([self.keys.expand(B, -1, -1, -1).to(k.dtype), k], dim=2)
-        v = torch.cat([self.values.expand(B, -1, -1, -1).to(v.dtype), v], dim=2)
-        if getattr(attn, "fused_attn", False):
-            dropout = attn.attn_drop.p if attn.training else 0.0
-            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:  # the same, unfused (as timm does where fused_attn is off)
-            weights = (q * dim**-0.5) @ k.transpose(-2, -1)
-            x = attn.attn_drop(weights.softmax(dim=-1)) @ v
-        x = attn.norm(x.transpose(1, 2).reshape(B, N, heads * dim))
-        if gate is not None:
-            x = x * gate
-        return attn.proj_drop(attn.proj(x))
+        B = len(x)
+        keys, values = (t.expand(B, -1, -1, -1) for t in (self.keys, self.values))
+        return prefixed_attention(attn, x, keys, values)
+
+
+def prefixed_attention(attn: nn.Module, x: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """timm's Attention.forward on x (B, N, C) with per-sample prefixes `keys` and `values`
+    (B, heads, P, d_h) before the keys and values its tokens make (the prompt learners of
+    lab.strategies.prompting choose a prefix per sample)."""
+    B, N, _ = x.shape
+    heads, dim = attn.num_heads, attn.head_dim
+    gate = attn.gate(x).sigmoid() if getattr(attn, "gate", None) is not None else None
+    qkv = attn.qkv(x).reshape(B, N, 3, heads, dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    k = torch.cat([keys.to(k.dtype), k], dim=2)
+    v = torch.cat([values.to(v.dtype), v], dim=2)
+    if getattr(attn, "fused_attn", False):
+        dropout = attn.attn_drop.p if attn.training else 0.0
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    else:  # the same, unfused (as timm does where fused_attn is off)
+        weights = (q * dim**-0.5) @ k.transpose(-2, -1)
+        x = attn.attn_drop(weights.softmax(dim=-1)) @ v
+    x = attn.norm(x.transpose(1, 2).reshape(B, N, heads * dim))
+    if gate is not None:
+        x = x * gate
+    return attn.proj_drop(attn.proj(x))
 
 
 def apply(model: Classifier, settings: Finetune) -> None:

@@ -9,11 +9,14 @@ import math
 from lab.errors import ConfigError
 from lab.strategies.agem import AGEM
 from lab.strategies.base import Batch, Strategy
+from lab.strategies.coda_prompt import CODAPrompt
 from lab.strategies.der import DER
+from lab.strategies.dualprompt import DualPrompt
 from lab.strategies.ewc import EWC, OnlineEWC
 from lab.strategies.joint import Joint
 from lab.strategies.l2 import L2
 from lab.strategies.l2_sp import L2SP
+from lab.strategies.l2p import L2P
 from lab.strategies.lwf import LwF
 from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
@@ -27,6 +30,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
+        *(L2P, DualPrompt, CODAPrompt),  # prompts on a frozen pre-trained ViT (issue 31)
         SLCA,  # above the next line, which docs/extending.md's example patches
         *(L2SP, WiSEFT),
     )
@@ -74,6 +78,9 @@ __all__ = [
     "L2SP",
     "WiSEFT",
     "SLCA",
+    "L2P",
+    "DualPrompt",
+    "CODAPrompt",
     "Joint",
     "LwF",
     "Naive",
