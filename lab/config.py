@@ -498,7 +498,7 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
 
 
 # Strategies of the lab's own that Avalanche has no plugin for (lab.avalanche.strategies)
-LAB_ONLY = ("l2_sp", "wise_ft")
+LAB_ONLY = ("l2_sp", "wise_ft", "simplecil", "aper", "ranpac")
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
     "gem": {
@@ -561,6 +561,37 @@ def _check_engine(config: dict[str, Any]) -> None:
             "the model for logits without task labels); valid: scenario=domain or class, "
             "or engine=lab"
         )
+
+
+# The pre-trained-model learners of class-IL (issue 31): the PEFT modules their first
+# session may adapt (lab.strategies.prototypes.ADAPTATION_MODES)
+PROTOTYPE_LEARNERS = ("simplecil", "aper", "ranpac")
+
+
+def _check_pretrained_learner(config: dict[str, Any]) -> None:
+    """SimpleCIL, APER and RanPAC: class-IL, and the finetune.mode their first session uses
+    (APER and an adapting RanPAC: a PEFT module; otherwise nothing trains: full)."""
+    from lab.strategies.prototypes import ADAPTATION_MODES
+
+    strategy = config["strategy"]
+    name = strategy["name"]
+    if name not in PROTOTYPE_LEARNERS:
+        return
+    if config["scenario"] != "class":
+        _fail("scenario", config["scenario"], f"class (strategy={name} is class-incremental)")
+    mode = config["finetune"]["mode"]
+    adapts = name == "aper" or (name == "ranpac" and strategy.get("adapt", True))
+    if adapts and mode not in ADAPTATION_MODES:
+        _fail(
+            "finetune.mode",
+            mode,
+            f"{', '.join(ADAPTATION_MODES)} (strategy={name} adapts a PEFT module in its "
+            "first session)",
+        )
+    if not adapts and mode != "full":
+        _fail("finetune.mode", mode, f"full (strategy={name} trains nothing here)")
+    if config["finetune"]["lp_epochs"]:
+        _fail("finetune.lp_epochs", config["finetune"]["lp_epochs"], f"0 with strategy={name}")
 
 
 def _check_text(config: dict[str, Any]) -> None:
@@ -688,6 +719,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         # with engine=avalanche (which builds Avalanche's own)
         build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
     _check_engine(config)
+    _check_pretrained_learner(config)
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], DATA)

@@ -8,6 +8,7 @@ import math
 
 from lab.errors import ConfigError
 from lab.strategies.agem import AGEM
+from lab.strategies.aper import APER
 from lab.strategies.base import Batch, Strategy
 from lab.strategies.der import DER
 from lab.strategies.ewc import EWC, OnlineEWC
@@ -17,8 +18,10 @@ from lab.strategies.l2_sp import L2SP
 from lab.strategies.lwf import LwF
 from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
+from lab.strategies.ranpac import RanPAC
 from lab.strategies.replay import Replay
 from lab.strategies.si import SI
+from lab.strategies.simplecil import SimpleCIL
 from lab.strategies.weight_decay import WeightDecay
 from lab.strategies.wise_ft import WiSEFT
 
@@ -27,6 +30,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
         *(L2SP, WiSEFT),
+        *(SimpleCIL, APER, RanPAC),
     )
 }
 
@@ -64,6 +68,7 @@ def build_strategy(name: str, **params) -> Strategy:
 
 __all__ = [
     "AGEM",
+    "APER",
     "DER",
     "EWC",
     "MAS",
@@ -71,6 +76,8 @@ __all__ = [
     "L2",
     "L2SP",
     "WiSEFT",
+    "RanPAC",
+    "SimpleCIL",
     "Joint",
     "LwF",
     "Naive",
