@@ -563,14 +563,14 @@ def _check_engine(config: dict[str, Any]) -> None:
         )
 
 
-# The pre-trained-model learners of class-IL (issue 31): the PEFT modules their first
-# session may adapt (lab.strategies.prototypes.ADAPTATION_MODES)
+# The pre-trained-model learners of class-IL (issue 31); what their first session may adapt
+# is lab.strategies.prototypes.ADAPTATION_MODES
 PROTOTYPE_LEARNERS = ("simplecil", "aper", "ranpac")
 
 
 def _check_pretrained_learner(config: dict[str, Any]) -> None:
     """SimpleCIL, APER and RanPAC: class-IL, and the finetune.mode their first session uses
-    (APER and an adapting RanPAC: a PEFT module; otherwise nothing trains: full)."""
+    (APER and an adapting RanPAC: full or a ViT's PEFT module; otherwise nothing trains)."""
     from lab.strategies.prototypes import ADAPTATION_MODES
 
     strategy = config["strategy"]
@@ -585,8 +585,8 @@ def _check_pretrained_learner(config: dict[str, Any]) -> None:
         _fail(
             "finetune.mode",
             mode,
-            f"{', '.join(ADAPTATION_MODES)} (strategy={name} adapts a PEFT module in its "
-            "first session)",
+            f"{', '.join(ADAPTATION_MODES)} (what strategy={name} adapts in its first "
+            "session: the whole backbone or a ViT's PEFT module)",
         )
     if not adapts and mode != "full":
         _fail("finetune.mode", mode, f"full (strategy={name} trains nothing here)")

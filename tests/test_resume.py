@@ -35,7 +35,12 @@ def interrupt_before_task(monkeypatch, strategy: str, task_id: int) -> None:
 
 # every strategy, and the other random streams a checkpoint must carry: the strategy's own
 # generator (a sampled Fisher, a Fisher on a subset) and augmentation's
-RESUMED = {name: [f"strategy={name}"] for name in sorted(STRATEGIES)} | {
+# RanPAC's default projection (M = 10000) makes a 10000^2 Gram matrix and 17 solves of it
+# per task, minutes on a CPU: tests/test_ptm_proto.py resumes it with a small M on test_vit
+TOO_LARGE_HERE = ("ranpac",)
+RESUMED = {
+    name: [f"strategy={name}"] for name in sorted(STRATEGIES) if name not in TOO_LARGE_HERE
+} | {
     "ewc-sampled-fisher": ["strategy=ewc", "strategy.fisher=sampled"],
     "ewc-fisher-samples": ["strategy=ewc", "strategy.fisher_samples=50"],
     "augmented": ["train.augment.crop_padding=1", "train.augment.noise_std=0.1"],

@@ -29,8 +29,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
-        *(L2SP, WiSEFT),
         *(SimpleCIL, APER, RanPAC),
+        *(L2SP, WiSEFT),
     )
 }
 

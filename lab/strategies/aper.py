@@ -5,9 +5,10 @@ Zhou et al. (2023), "Revisiting class-incremental learning with pre-trained mode
 generalizability and adaptivity are all you need", arXiv 2303.07338, sec. 5 (eq. 5-6); as
 LAMDA-PILOT's models/aper_adapter.py, aper_vpt.py and aper_ssf.py compute it.
 
-1. First session (the stream's first task only): a PEFT module (finetune.mode=adapter,
-   vpt or ssf: backbone/vit_adapter.py, vpt.py, vit_ssf.py in PILOT) is trained into the
-   frozen pre-trained model phi, giving phi*, with a trainable cosine head over the first
+1. First session (the stream's first task only): the pre-trained model phi is adapted
+   into phi*, with finetune.mode's PEFT module of a ViT (adapter, vpt or ssf: PILOT's
+   backbone/vit_adapter.py, vpt.py, vit_ssf.py) or by fine-tuning all of it (full: APER-
+   Finetune, PILOT's models/aper_finetune.py), with a trainable cosine head over the first
    task's classes (PILOT's CosineLinear: sigma * cos(phi*(x), w_c), w and sigma trained),
    by cross-entropy.
 2. Then everything is frozen and the feature of x is the concatenation of the pre-trained
@@ -41,7 +42,6 @@ from lab.strategies.prototypes import (
     FirstSession,
     PrototypeHead,
     check_class_il,
-    check_vit,
     task_features,
 )
 
@@ -66,7 +66,6 @@ class APER(Strategy):
 
     def attach(self, model: Classifier, stream: Stream) -> None:
         check_class_il(model, self.name)
-        check_vit(model, self.name)
         self.first = stream.tasks[0].id
         device = next(model.backbone.parameters()).device
         width, classes = model.backbone.out_features, model.heads[0].out_features

@@ -17,13 +17,13 @@ from torch import Tensor, nn
 
 from lab.data import Task
 from lab.errors import ConfigError
-from lab.finetune.registry import describe, vit_of
 from lab.models import Classifier
 from lab.strategies.features import features_of
 
-# the PEFT modules of first-session adaptation (PILOT's _adapter, _vpt and _ssf backbones)
-ADAPTATION_MODES = ("adapter", "vpt", "ssf")
-VIT = "model=timm model.arch=test_vit (a timm vision transformer)"
+# what first-session adaptation trains (finetune.mode): the whole backbone (PILOT's
+# models/aper_finetune.py, and its ranpac.py on a plain backbone) or a PEFT module of a ViT
+# (its _adapter, _vpt and _ssf backbones)
+ADAPTATION_MODES = ("full", "adapter", "vpt", "ssf")
 
 
 def cosine(features: Tensor, weight: Tensor) -> Tensor:
@@ -99,16 +99,6 @@ class FirstSession(nn.Module):
         if self.adapted:
             return self.final(features)
         return self.adapt(features).masked_fill(self.outside_first, float("-inf"))
-
-
-def check_vit(model: Classifier, strategy: str) -> None:
-    """ConfigError in one line unless the backbone is a timm ViT (what the PEFT modules of
-    first-session adaptation attach to)."""
-    if vit_of(model.backbone) is None:
-        raise ConfigError(
-            f"strategy={strategy} adapts a ViT in its first session, not "
-            f"{describe(model.backbone)}; valid: {VIT}"
-        )
 
 
 def check_class_il(model: Classifier, strategy: str) -> None:

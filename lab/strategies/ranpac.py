@@ -5,7 +5,8 @@ learning", NeurIPS, arXiv 2307.02251, sec. 3-4 (eq. 3-5, Algorithm 1); as LAMDA-
 models/ranpac.py and Mammoth's models/ranpac.py (models/ranpac_utils/) compute it.
 
 1. Optionally (strategy.adapt, the references' default), first-session adaptation: a PEFT
-   module (finetune.mode=adapter, vpt or ssf) trained on the first task alone with a
+   module of a ViT (finetune.mode=adapter, vpt or ssf), or the whole backbone (full: PILOT's
+   ranpac.py on a plain backbone), trained on the first task alone with a
    trainable cosine head, as APER's (lab.strategies.aper); then everything is frozen.
 2. The frozen features f(x) (width d) are projected by a fixed random W (d x M, entries
    N(0, 1), M = strategy.projection) through the paper's nonlinearity:
@@ -46,7 +47,7 @@ from lab.data import Stream, Task
 from lab.errors import ConfigError
 from lab.models import SOURCE, Classifier
 from lab.strategies.base import Strategy
-from lab.strategies.prototypes import FirstSession, check_class_il, check_vit, task_features
+from lab.strategies.prototypes import FirstSession, check_class_il, task_features
 
 GRID = [10.0**k for k in range(-8, 9)]  # both references' 10.0 ** np.arange(-8, 9)
 FIT_FRACTION = 0.8  # of a task's samples, what lambda's trial readouts are fitted on
@@ -111,8 +112,7 @@ class RanPAC(Strategy):
     def attach(self, model: Classifier, stream: Stream) -> None:
         check_class_il(model, self.name)
         if self.adapt:
-            check_vit(model, self.name)
-        self.first = stream.tasks[0].id
+            self.first = stream.tasks[0].id
         device = next(model.backbone.parameters()).device
         width, classes = model.backbone.out_features, model.heads[0].out_features
         head = RandomProjectionHead(width, classes, self.projection, self.generator)
