@@ -108,7 +108,10 @@ def test_simplecil_classifies_by_the_cosine_to_its_class_means(pretrained, tmp_p
     assert results["trainable_parameters"]["total"] == 0
     assert results["train_loss"] == [None] * 5  # no step at all
     assert results["metrics"]["acc"] > 0.5  # a backbone pre-trained on digits knows them
-    stream, model, strategy = setup(config_of(weights, "strategy=simplecil"))
+    # stochastic depth: prototypes taken in train mode would differ from eval mode's
+    stream, model, strategy = setup(
+        config_of(weights, "strategy=simplecil", "model.drop_path_rate=0.1")
+    )
     for task in stream.tasks[:2]:
         strategy.after_task(model, task, stream.tasks)
     head, task = model.heads[0], stream.tasks[1]
@@ -133,11 +136,14 @@ def test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features
         "heads.0.adapt.weight",
         "heads.0.adapt.sigma",
     }
+    first = stream.tasks[0]
+    before = model(first.test_x[:8])  # the first session's head: its classes alone
+    others = [c for c in range(10) if c not in first.outputs]
+    assert torch.isinf(before[:, others]).all() and before[:, first.outputs].isfinite().all()
     settings = train_settings(config)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, OptimizerSettings(**config["optimizer"]))
     order = torch.Generator().manual_seed(0)
-    first = stream.tasks[0]
     losses = train_task(model, strategy, first, [first], optimizer, settings, order, "class")
     assert len(losses) == 6 and strategy.train_steps(stream.tasks[1], 6) == 0
     assert not any(p.requires_grad for p in model.parameters())  # frozen after the session
@@ -162,9 +168,9 @@ def in_batches(backbone: torch.nn.Module, x) -> torch.Tensor:
 def test_ridge_readout_is_the_closed_form():
     g = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
     c = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
-    # (G + 1 I)^-1 = [[4, -1], [-1, 5]] / 19
-    expected = torch.tensor([[4.0, -2.0], [-1.0, 10.0]]) / 19
-    torch.testing.assert_close(ridge(g, c, 1.0), expected)
+    # (G + 2 I)^-1 = [[5, -1], [-1, 6]] / 29
+    expected = torch.tensor([[5.0, -2.0], [-1.0, 12.0]]) / 29
+    torch.testing.assert_close(ridge(g, c, 2.0), expected)
 
 
 def test_lambda_is_the_grid_value_with_the_least_held_out_error():
