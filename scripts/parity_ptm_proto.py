@@ -630,7 +630,7 @@ def main() -> int:
                     f"PILOT {pilot['accuracy']:.2f}",
                     file=sys.stderr,
                 )
-                rows += checks(method, runs)
+            rows += checks(method, runs)
     print_table(rows)
     failed = [r for r in rows if not r["within"] and (r["method"], r["check"]) not in DEVIATIONS]
     return 1 if failed else 0
