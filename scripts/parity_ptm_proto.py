@@ -127,7 +127,7 @@ NOTES = [
     "vit_base_patch16_224_adapter's weight conversion at width 768): the runner builds them "
     "at test_vit's size (width 64, 6 blocks, 2 heads, MLP ratio 3) and converts the lab's "
     "weights as vit_adapter.py does",
-    "Mammoth's RanPACNet builds a ViT-B/16 alone (models/ranpac_utils/inc_net.py:30-31): its "
+    "Mammoth's RanPACNet builds a ViT-B/16 alone (models/ranpac_utils/inc_net.py:32-33): its "
     "RanPAC (setup_RP, replace_fc, optimise_ridge_parameter, CosineLinear) runs on the lab's "
     "own features; its datasets package imports open_clip (datasets/seq_dtd.py:2), which "
     "RanPAC does not use: the runner stubs the package",
