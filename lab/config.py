@@ -498,7 +498,10 @@ DEFAULT_REGIME = {  # finetune's defaults, apart from the options of each mode
 
 
 # Strategies of the lab's own that Avalanche has no plugin for (lab.avalanche.strategies)
-LAB_ONLY = ("l2_sp", "wise_ft", "l2p", "dualprompt", "coda_prompt", "slca")
+LAB_ONLY = (
+    *("l2_sp", "wise_ft"),
+    *("simplecil", "aper", "ranpac", "l2p", "dualprompt", "coda_prompt", "slca"),
+)
 # Strategies only Avalanche implements (lab.avalanche.strategies), with their hyperparameters.
 AVALANCHE_ONLY = {
     "gem": {
@@ -573,6 +576,37 @@ def _check_strategy_setting(config: dict[str, Any], strategy: str) -> None:
     ):
         if valid is not None and value not in valid:
             _fail(key, value, f"{', '.join(valid)} (strategy={strategy} is made for it)")
+
+
+# The pre-trained-model learners of class-IL (issue 31); what their first session may adapt
+# is lab.strategies.prototypes.ADAPTATION_MODES
+PROTOTYPE_LEARNERS = ("simplecil", "aper", "ranpac")
+
+
+def _check_pretrained_learner(config: dict[str, Any]) -> None:
+    """SimpleCIL, APER and RanPAC: class-IL, and the finetune.mode their first session uses
+    (APER and an adapting RanPAC: full or a ViT's PEFT module; otherwise nothing trains)."""
+    from lab.strategies.prototypes import ADAPTATION_MODES
+
+    strategy = config["strategy"]
+    name = strategy["name"]
+    if name not in PROTOTYPE_LEARNERS:
+        return
+    if config["scenario"] != "class":
+        _fail("scenario", config["scenario"], f"class (strategy={name} is class-incremental)")
+    mode = config["finetune"]["mode"]
+    adapts = name == "aper" or (name == "ranpac" and strategy.get("adapt", True))
+    if adapts and mode not in ADAPTATION_MODES:
+        _fail(
+            "finetune.mode",
+            mode,
+            f"{', '.join(ADAPTATION_MODES)} (what strategy={name} adapts in its first "
+            "session: the whole backbone or a ViT's PEFT module)",
+        )
+    if not adapts and mode != "full":
+        _fail("finetune.mode", mode, f"full (strategy={name} trains nothing here)")
+    if config["finetune"]["lp_epochs"]:
+        _fail("finetune.lp_epochs", config["finetune"]["lp_epochs"], f"0 with strategy={name}")
 
 
 def _check_text(config: dict[str, Any]) -> None:
@@ -701,6 +735,7 @@ def validate(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         build_strategy(strategy, **{k: v for k, v in config["strategy"].items() if k != "name"})
         _check_strategy_setting(config, strategy)
     _check_engine(config)
+    _check_pretrained_learner(config)
     _check_group("eval", config["eval"], EVAL)
     _check_group("analysis", config["analysis"], ANALYSIS)
     _check_group("data", config["data"], DATA)

@@ -228,7 +228,8 @@ MUTANTS = [
         "fisher = {n: running[n] + fisher[n] for n in fisher}",
         [
             "tests/test_strategies.py",
-            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves",
+            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halve"
+            "s",
         ],
     ),
     Mutant(
@@ -260,7 +261,8 @@ MUTANTS = [
         "        pass",
         [
             "tests/test_finetune.py::test_the_source_is_an_earlier_task_in_every_regime",
-            "tests/test_finetune.py::test_ewc_anchors_the_pretrained_weights_with_the_source_fisher",
+            "tests/test_finetune.py::test_ewc_anchors_the_pretrained_weights_with_the_source_fishe"
+            "r",
         ],
     ),
     # augmentation
@@ -343,7 +345,8 @@ MUTANTS = [
         'decay_factor=params["gamma"] if online else None,',
         "decay_factor=1.0 if online else None,",
         [
-            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halves",
+            "tests/test_avalanche.py::test_ewc_mapping_importance_is_our_empirical_fisher_and_lambda_halve"
+            "s",
         ],
     ),
     Mutant(
@@ -1987,6 +1990,205 @@ MUTANTS = [
         [
             "tests/test_ptm_prompt.py::test_coda_trains_the_current_tasks_components_alone_and_tests_on_all_so_far"
         ],
+    ),
+    # issue 31: proto (SimpleCIL, APER, RanPAC, finetune.mode=ssf)
+    Mutant(
+        "proto-prototype-sum",
+        "lab/strategies/prototypes.py",
+        "features[labels == c].mean(0)",
+        "features[labels == c].sum(0)",
+        [
+            "tests/test_ptm_proto.py::test_prototypes_are_class_means_scored_by_cosine_and_an_unbuilt_class_never_wins"
+        ],
+    ),
+    Mutant(
+        "proto-unbuilt-class-scores-0",
+        "lab/strategies/prototypes.py",
+        '        return logits.masked_fill(~self.known, float("-inf"))\n',
+        "        return logits\n",
+        [
+            "tests/test_ptm_proto.py::test_prototypes_are_class_means_scored_by_cosine_and_an_unbuilt_class_never_wins"
+        ],
+    ),
+    Mutant(
+        "proto-features-not-normalised",
+        "lab/strategies/prototypes.py",
+        "F.linear(F.normalize(features, p=2, dim=1), F.normalize(weight, p=2, dim=1))",
+        "F.linear(features, F.normalize(weight, p=2, dim=1))",
+        [
+            "tests/test_ptm_proto.py::test_prototypes_are_class_means_scored_by_cosine_and_an_unbuilt_class_never_wins"
+        ],
+    ),
+    Mutant(
+        "simplecil-trains",
+        "lab/strategies/simplecil.py",
+        "    def train_steps(self, task: Task, steps: int) -> int:\n        return 0\n",
+        "    def train_steps(self, task: Task, steps: int) -> int:\n        return steps\n",
+        ["tests/test_ptm_proto.py::test_simplecil_classifies_by_the_cosine_to_its_class_means"],
+    ),
+    Mutant(
+        "simplecil-prototypes-in-train-mode",
+        "lab/strategies/prototypes.py",
+        "    return features_of(model, task.train_x)\n",
+        "    return torch.cat([model.train().features(task.train_x[i : i + 256]) for i in"
+        " range(0, len(task.train_x), 256)]).detach()\n",
+        ["tests/test_ptm_proto.py::test_simplecil_classifies_by_the_cosine_to_its_class_means"],
+    ),
+    Mutant(
+        "aper-no-concatenation",
+        "lab/strategies/aper.py",
+        "        return torch.cat([frozen(x), backbone(x)], dim=1)\n",
+        "        return backbone(x)\n",
+        [
+            "tests/test_ptm_proto.py::test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features"
+        ],
+    ),
+    Mutant(
+        "aper-frozen-copy-is-the-adapted-backbone",
+        "lab/strategies/aper.py",
+        "model.frozen_backbone = copy.deepcopy(model.backbone).requires_grad_(False)",
+        "model.frozen_backbone = model.backbone",
+        [
+            "tests/test_ptm_proto.py::test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features"
+        ],
+    ),
+    Mutant(
+        "aper-trains-every-task",
+        "lab/strategies/aper.py",
+        "        return steps if task.id == self.first else 0\n",
+        "        return steps\n",
+        [
+            "tests/test_ptm_proto.py::test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features"
+        ],
+    ),
+    Mutant(
+        "aper-not-frozen-after-the-session",
+        "lab/strategies/aper.py",
+        "            head.adapted.fill_(True)\n            model.requires_grad_(False)\n",
+        "            head.adapted.fill_(True)\n",
+        [
+            "tests/test_ptm_proto.py::test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features"
+        ],
+    ),
+    Mutant(
+        "first-session-head-over-every-class",
+        "lab/strategies/prototypes.py",
+        '        return self.adapt(features).masked_fill(self.outside_first, float("-inf"))\n',
+        "        return self.adapt(features)\n",
+        [
+            "tests/test_ptm_proto.py::test_aper_adapts_on_the_first_task_then_concatenates_the_pretrained_features"
+        ],
+    ),
+    Mutant(
+        "ranpac-no-relu",
+        "lab/strategies/ranpac.py",
+        "        return F.relu(features @ self.projection.to(features.dtype))\n",
+        "        return features @ self.projection.to(features.dtype)\n",
+        ["tests/test_ptm_proto.py::test_ranpac_grows_its_gram_and_reads_out_by_ridge"],
+    ),
+    Mutant(
+        "ranpac-gram-of-the-last-task-alone",
+        "lab/strategies/ranpac.py",
+        "        self.gram += h.T @ h\n",
+        "        self.gram = h.T @ h\n",
+        ["tests/test_ptm_proto.py::test_ranpac_grows_its_gram_and_reads_out_by_ridge"],
+    ),
+    Mutant(
+        "ranpac-ridge-without-lambda",
+        "lab/strategies/ranpac.py",
+        "torch.linalg.solve(gram + lambda_ * eye, targets)",
+        "torch.linalg.solve(gram + eye, targets)",
+        ["tests/test_ptm_proto.py::test_ridge_readout_is_the_closed_form"],
+    ),
+    Mutant(
+        "ranpac-lambda-fit-on-half",
+        "lab/strategies/ranpac.py",
+        "FIT_FRACTION = 0.8",
+        "FIT_FRACTION = 0.5",
+        ["tests/test_ptm_proto.py::test_lambda_is_the_grid_value_with_the_least_held_out_error"],
+    ),
+    Mutant(
+        "ranpac-lambda-most-error",
+        "lab/strategies/ranpac.py",
+        "    best = min(range(len(grid)), key=lambda i: (errors[i], i))\n",
+        "    best = max(range(len(grid)), key=lambda i: (errors[i], i))\n",
+        ["tests/test_ptm_proto.py::test_lambda_is_the_grid_value_with_the_least_held_out_error"],
+    ),
+    Mutant(
+        "ranpac-unlearnt-class-scores-0",
+        "lab/strategies/ranpac.py",
+        "        logits = self.expand(features) @ self.readout.to(features.dtype)\n"
+        '        return logits.masked_fill(~self.known, float("-inf"))\n',
+        "        return self.expand(features) @ self.readout.to(features.dtype)\n",
+        ["tests/test_ptm_proto.py::test_ranpac_grows_its_gram_and_reads_out_by_ridge"],
+    ),
+    Mutant(
+        "ranpac-gram-not-resumed",
+        "lab/strategies/ranpac.py",
+        '        self.gram, self.targets = state["gram"], state["targets"]\n',
+        '        self.targets = state["targets"]\n',
+        ["tests/test_ptm_proto.py::test_a_cut_run_resumes_bit_for_bit[ranpac]"],
+    ),
+    Mutant(
+        "ranpac-lambdas-not-resumed",
+        "lab/strategies/ranpac.py",
+        '        self.lambdas = list(state["lambdas"])\n',
+        "        self.lambdas = []\n",
+        ["tests/test_ptm_proto.py::test_a_cut_run_resumes_bit_for_bit[ranpac]"],
+    ),
+    Mutant(
+        "ssf-no-shift",
+        "lab/finetune/ssf.py",
+        "        return x * self.scale + self.shift\n",
+        "        return x * self.scale\n",
+        [
+            "tests/test_ptm_proto.py::test_ssf_scales_and_shifts_after_pilots_ops_and_starts_as_the_same_function"
+        ],
+    ),
+    Mutant(
+        "ssf-misses-qkv",
+        "lab/finetune/ssf.py",
+        "ops += [block.norm1, block.attn.qkv, block.attn.proj, block.norm2]",
+        "ops += [block.norm1, block.attn.proj, block.norm2]",
+        [
+            "tests/test_ptm_proto.py::test_ssf_scales_and_shifts_after_pilots_ops_and_starts_as_the_same_function"
+        ],
+    ),
+    Mutant(
+        "ssf-backbone-not-frozen",
+        "lab/finetune/ssf.py",
+        "    vit = vit_of(model.backbone)\n"
+        "    model.backbone.requires_grad_(False)\n"
+        "    for op in targets(vit):",
+        "    vit = vit_of(model.backbone)\n    for op in targets(vit):",
+        [
+            "tests/test_ptm_proto.py::test_ssf_scales_and_shifts_after_pilots_ops_and_starts_as_the_same_function"
+        ],
+    ),
+    Mutant(
+        "ssf-not-identity-at-init",
+        "lab/finetune/ssf.py",
+        "        self.scale = nn.Parameter(torch.ones(width))\n",
+        "        self.scale = nn.Parameter(torch.full((width,), 1.01))\n",
+        [
+            "tests/test_ptm_proto.py::test_ssf_scales_and_shifts_after_pilots_ops_and_starts_as_the_same_function"
+        ],
+    ),
+    Mutant(
+        "proto-scenario-not-checked",
+        "lab/config.py",
+        '    if config["scenario"] != "class":\n'
+        '        _fail("scenario", config["scenario"], f"class (strategy={name} is'
+        ' class-incremental)")\n',
+        "",
+        ["tests/test_ptm_proto.py::test_each_config_composes_and_class_il_is_their_scenario"],
+    ),
+    Mutant(
+        "proto-any-finetune-mode",
+        "lab/config.py",
+        "    if adapts and mode not in ADAPTATION_MODES:\n",
+        "    if False:\n",
+        ["tests/test_ptm_proto.py::test_the_first_session_adapts_what_the_backbone_has"],
     ),
 ]
 

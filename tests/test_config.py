@@ -217,11 +217,11 @@ def test_unknown_top_level_key(compose_cfg):
         (["seed.x=1"], "seed.x: seed is a value, it has no keys"),
         (
             ["strategy=nope"],
-            "strategy=nope is not an option of strategy; valid: agem, coda_prompt, der, dualprompt",
+            "strategy=nope is not an option of strategy; valid: agem, aper, coda_prompt, der",
         ),
         (
             ["strategy=naive,ewcc"],
-            "strategy=ewcc is not an option of strategy; valid: agem, coda_prompt, der",
+            "strategy=ewcc is not an option of strategy; valid: agem, aper, coda_prompt, der",
         ),
         (["+ablation=method"], "ablation=method is not an option of ablation; valid: ewc_lambda"),
         (["strategy=naive,ewc", "strategy.lamda=1"], "strategy.lamda is not a key of strategy"),

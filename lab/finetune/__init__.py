@@ -10,6 +10,7 @@ finetune.mode, one module of this package each (its equation in its docstring):
   vpt       visual prompt tokens, shallow or deep (vpt.py)
   prefix    prefix keys and values in the attention (prefix.py; model=hf: peft's)
   prompt    prompt tuning of a Hugging Face encoder, through peft (prompt.py)
+  ssf       a learned scale and shift after a ViT's ops (SSF, Lian et al. 2022; ssf.py)
 
 Each registers itself (registry.py) with the backbones it applies to, and is refused in
 one line elsewhere. In every mode the heads train in full. `finetune.per_task` keeps one
@@ -45,7 +46,18 @@ import torch
 from torch import nn
 
 from lab.errors import ConfigError
-from lab.finetune import adapter, bitfit, freezing, ia3, lora, per_task, prefix, prompt, vpt
+from lab.finetune import (
+    adapter,
+    bitfit,
+    freezing,
+    ia3,
+    lora,
+    per_task,
+    prefix,
+    prompt,
+    ssf,
+    vpt,
+)
 from lab.finetune.freezing import frozen_modules, layer_groups
 from lab.finetune.registry import REGISTRY, Mode, check, modes, register
 from lab.models import Classifier
@@ -179,6 +191,7 @@ __all__ = [
     "prefix",
     "prompt",
     "register",
+    "ssf",
     "trainable",
     "unfreeze",
 ]

@@ -8,6 +8,7 @@ import math
 
 from lab.errors import ConfigError
 from lab.strategies.agem import AGEM
+from lab.strategies.aper import APER
 from lab.strategies.base import Batch, Strategy
 from lab.strategies.coda_prompt import CODAPrompt
 from lab.strategies.der import DER
@@ -20,8 +21,10 @@ from lab.strategies.l2p import L2P
 from lab.strategies.lwf import LwF
 from lab.strategies.mas import MAS
 from lab.strategies.naive import Naive
+from lab.strategies.ranpac import RanPAC
 from lab.strategies.replay import Replay
 from lab.strategies.si import SI
+from lab.strategies.simplecil import SimpleCIL
 from lab.strategies.slca import SLCA
 from lab.strategies.weight_decay import WeightDecay
 from lab.strategies.wise_ft import WiSEFT
@@ -30,6 +33,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
         *(Naive, Joint, EWC, OnlineEWC, LwF, L2, WeightDecay, Replay, DER, AGEM, SI, MAS),
+        *(SimpleCIL, APER, RanPAC),
         *(L2P, DualPrompt, CODAPrompt),  # prompts on a frozen pre-trained ViT (issue 31)
         SLCA,  # above the next line, which docs/extending.md's example patches
         *(L2SP, WiSEFT),
@@ -70,6 +74,7 @@ def build_strategy(name: str, **params) -> Strategy:
 
 __all__ = [
     "AGEM",
+    "APER",
     "DER",
     "EWC",
     "MAS",
@@ -81,6 +86,8 @@ __all__ = [
     "L2P",
     "DualPrompt",
     "CODAPrompt",
+    "RanPAC",
+    "SimpleCIL",
     "Joint",
     "LwF",
     "Naive",
