@@ -265,3 +265,20 @@ def test_the_first_session_adapts_what_the_backbone_has():
     stream, model, strategy = build(config, torch.device("cpu"))
     with pytest.raises(ConfigError, match=r"adapter does not apply to model=mlp.*test_vit"):
         ft.check_model(model, Finetune(**config["finetune"]))  # before attach, in prepare
+
+
+def test_aper_scores_the_pretraining_source_on_the_adapted_backbone(pretrained, tmp_path):
+    """The source's own head after APER's first session reads phi*(x), the adapted
+    backbone's features (width d), not the concatenation [phi, phi*] (2d) the stream's
+    head reads: the run completes with a pretrain column after every task, and the
+    adapters moved it off its start (it was a shape error after the first task)."""
+    config = config_of(
+        pretrained[1], "strategy=aper", "finetune.mode=adapter", "optimizer.lr=0.5",
+        "pretrain=model", "pretrain.dataset=digits",
+    )  # fmt: skip
+    results = run_experiment(config, tmp_path)
+    assert results["status"] == "complete"
+    column = results["pretrain"]["acc"]
+    assert len(column) == 5 and all(0 <= a <= 1 for a in column)
+    assert column[0] != results["pretrain"]["init_acc"]  # phi*, adapted; phi would keep it
+    assert column[1:] == [column[0]] * 4  # frozen after the first session

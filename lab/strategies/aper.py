@@ -48,10 +48,13 @@ from lab.strategies.prototypes import (
 
 def concatenated(frozen: nn.Module, head: FirstSession) -> Callable[..., Tensor]:
     """Classifier.select_features of APER: phi*(x) during the first session, then
-    [phi(x), phi*(x)] (`frozen` is phi, the backbone the regime adapted is phi*)."""
+    [phi(x), phi*(x)] (`frozen` is phi, the backbone the regime adapted is phi*). The
+    pre-training source's own head (task id SOURCE) reads phi*(x), the features it was
+    trained on as the adaptation has moved them: its column is what the adapted backbone
+    keeps of the source (phi keeps all of it, by construction)."""
 
     def features(backbone: nn.Module, x: Tensor, task_ids: Any) -> Tensor:
-        if not head.adapted:
+        if not head.adapted or (isinstance(task_ids, int) and task_ids == SOURCE):
             return backbone(x)
         return torch.cat([frozen(x), backbone(x)], dim=1)
 
