@@ -592,8 +592,6 @@ def _check_pretrained_learner(config: dict[str, Any]) -> None:
     name = strategy["name"]
     if name not in PROTOTYPE_LEARNERS:
         return
-    if config["scenario"] != "class":
-        _fail("scenario", config["scenario"], f"class (strategy={name} is class-incremental)")
     mode = config["finetune"]["mode"]
     adapts = name == "aper" or (name == "ranpac" and strategy.get("adapt", True))
     if adapts and mode not in ADAPTATION_MODES:

@@ -15,6 +15,9 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 OWN = {"lab", "conftest", "wandb_records"} | {
     p.stem for folder in ("tests", "scripts") for p in (REPO / folder).glob("*.py")
 }  # the test modules, and the scripts' helpers (scripts/measure.py) beside them
+# the reference implementations' own top-level packages (Mammoth's and LAMDA-PILOT's), which
+# scripts/parity_ptm_*.py import from a checkout, in the reference's own environment
+REFERENCE_PACKAGES = {"models", "utils", "backbone", "datasets"}
 
 
 def imported_modules(folder: str) -> set[str]:
@@ -26,7 +29,8 @@ def imported_modules(folder: str) -> set[str]:
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names.add(node.module.split(".")[0])
-    return names - OWN - set(sys.stdlib_module_names) - {"__future__"}
+    others = REFERENCE_PACKAGES if folder == "scripts" else set()
+    return names - OWN - others - set(sys.stdlib_module_names) - {"__future__"}
 
 
 def normalise(name: str) -> str:

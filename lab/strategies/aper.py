@@ -63,6 +63,7 @@ def concatenated(frozen: nn.Module, head: FirstSession) -> Callable[..., Tensor]
 
 class APER(Strategy):
     name = "aper"
+    scenarios = ("class",)  # lab.config refuses the others in one line
 
     def __init__(self) -> None:
         self.first: int | None = None  # the id of the stream's first task

@@ -94,6 +94,7 @@ class RandomProjectionHead(nn.Module):
 
 class RanPAC(Strategy):
     name = "ranpac"
+    scenarios = ("class",)  # lab.config refuses the others in one line
 
     def __init__(self, projection: int = 10000, adapt: bool = True):
         if isinstance(projection, bool) or not isinstance(projection, int) or projection < 1:

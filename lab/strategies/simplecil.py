@@ -32,6 +32,7 @@ from lab.strategies.prototypes import PrototypeHead, check_class_il, task_featur
 
 class SimpleCIL(Strategy):
     name = "simplecil"
+    scenarios = ("class",)  # lab.config refuses the others in one line
 
     def attach(self, model: Classifier, stream: Stream) -> None:
         check_class_il(model, self.name)
