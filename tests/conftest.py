@@ -38,6 +38,15 @@ def compose_cfg():
     return compose_config
 
 
+def run_here(overrides: list[str], run_dir: Path) -> dict:
+    """lab-run's run of `overrides` in this process: the uninterrupted reference a resumed
+    or preempted lab-run is compared with (the same config, seed and thread count give the
+    same matrix in either; a process of its own would only add its start, ~6 s)."""
+    from lab.experiment import run_experiment
+
+    return run_experiment(validate(compose_config(overrides)), run_dir)
+
+
 @pytest.fixture
 def fast_config():
     """A validated config for split digits, with extra overrides."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST
+from conftest import FAST, run_here
 from heatmap_pixels import assert_png_shows
 from test_resume import wait_for_rows
 
@@ -75,9 +75,8 @@ def test_sigterm_stops_a_run_after_saving_and_the_same_command_resumes_it(tmp_pa
 
     resumed = lab_run(command, tmp_path)
     assert "resuming" in resumed.stdout + resumed.stderr
-    lab_run([*SLOW, f"hydra.run.dir={tmp_path / 'whole'}"], tmp_path)
+    whole = run_here(SLOW, tmp_path / "whole")
     final = json.loads((tmp_path / "run" / "results.json").read_text())
-    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert final["status"] == "complete"
     assert final["acc_matrix"] == whole["acc_matrix"]
 
@@ -113,8 +112,7 @@ def test_submitit_local_sweep_runs_each_job_in_its_process_as_the_basic_launcher
     sweep = tmp_path / "sweep"
     grid = ["-m", *FAST, "seed=0,1"]
     lab_run([*grid, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"], tmp_path)
-    lab_run([*grid, f"hydra.sweep.dir={tmp_path / 'basic'}"], tmp_path)
-    assert matrices(sweep, 2) == matrices(tmp_path / "basic", 2)
+    assert matrices(sweep, 2) == uninterrupted(FAST, tmp_path / "basic")
     jobs = [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]
     assert len(jobs) == 2  # one folder per job, named for its process id
     assert all((d / f"{d.name}_0_result.pkl").is_file() for d in jobs)
@@ -124,6 +122,14 @@ def test_submitit_local_sweep_runs_each_job_in_its_process_as_the_basic_launcher
     assert [(sweep / str(i) / "results.json").stat().st_mtime_ns for i in range(2)] == stamps
     logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
     assert logs.count("holds a complete run of this config: nothing to do") == 2, again.stderr
+
+
+def uninterrupted(overrides: list[str], root: Path) -> list[list[list[float]]]:
+    """The matrices of seeds 0 and 1 run here, one after the other: what the basic
+    launcher's sweep of them gives."""
+    return [
+        run_here([*overrides, f"seed={seed}"], root / str(seed))["acc_matrix"] for seed in (0, 1)
+    ]
 
 
 def slurm_env(tmp_path: Path) -> dict[str, str]:
@@ -178,6 +184,5 @@ def test_slurm_sweep_submits_one_array_and_a_preempted_task_resumes_bit_for_bit(
 
     log = next(sweep.glob(".submitit/4200_0/4200_0_0_log.err")).read_text()
     assert "stopped by SIGUSR2" in log
-    lab_run(["-m", *SLOW, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'basic'}"], tmp_path)
-    assert matrices(sweep, 2) == matrices(tmp_path / "basic", 2)
+    assert matrices(sweep, 2) == uninterrupted(SLOW, tmp_path / "basic")
     assert "resuming" in (sweep / "0" / "run.log").read_text()

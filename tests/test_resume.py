@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST
+from conftest import FAST, run_here
 
 from lab.checkpoint import CHECKPOINT
 from lab.errors import ConfigError
@@ -153,15 +153,8 @@ def test_killed_run_resumes_with_the_same_command(tmp_path):
     done = subprocess.run(["lab-run", *command], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stdout + done.stderr
-    whole = subprocess.run(
-        ["lab-run", *SLOW, f"hydra.run.dir={tmp_path / 'whole'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert whole.returncode == 0, whole.stderr
+    expected = run_here(SLOW, tmp_path / "whole")
     resumed = json.loads((run_dir / "results.json").read_text())
-    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
     assert resumed["status"] == "complete"
     assert resumed["acc_matrix"] == expected["acc_matrix"]
     assert resumed["acc_matrix"][: len(killed["acc_matrix"])] == killed["acc_matrix"]
@@ -180,13 +173,6 @@ def test_rerun_sweep_skips_complete_runs_and_resumes_the_rest(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (sweep / "0" / "results.json").stat().st_mtime_ns == stamp  # skipped
     resumed = json.loads((sweep / "1" / "results.json").read_text())
-    whole = subprocess.run(
-        ["lab-run", *SLOW, "seed=1", f"hydra.run.dir={tmp_path / 'whole'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert whole.returncode == 0, whole.stderr
-    expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+    expected = run_here([*SLOW, "seed=1"], tmp_path / "whole")
     assert resumed["status"] == "complete"
     assert resumed["acc_matrix"] == expected["acc_matrix"]
