@@ -3,6 +3,8 @@
     python scripts/parity_ptm.py --mammoth ~/src/mammoth --pilot ~/src/LAMDA-PILOT
     python scripts/parity_ptm.py prompt            # one family (MAMMOTH_ROOT, PILOT_ROOT set)
 
+MAMMOTH_PYTHON and PILOT_PYTHON name the references' environments (their pinned timm).
+
 Runs each family's script (scripts/parity_ptm_<family>.py: proto = SimpleCIL, APER and
 RanPAC against LAMDA-PILOT; prompt = L2P, DualPrompt and CODA-Prompt against Mammoth;
 slca = SLCA against Mammoth and LAMDA-PILOT), each in turn, and prints their tables one
