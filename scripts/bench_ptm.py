@@ -155,7 +155,7 @@ def main() -> int:
     parser.add_argument("--mammoth", default=os.environ.get("MAMMOTH_ROOT"))
     parser.add_argument(
         "--mammoth-python",
-        default=os.environ.get("MAMMOTH_PYTHON", "/work/refenv/mammoth/bin/python"),
+        default=os.environ.get("MAMMOTH_PYTHON"),
     )
     parser.add_argument("--side", nargs=2, help=argparse.SUPPRESS)  # (ours|reference, method)
     parser.add_argument("--vit-size", help=argparse.SUPPRESS)  # the reference side's, JSON
@@ -186,6 +186,12 @@ def main() -> int:
         "| method | samples | lab s/epoch | Mammoth s/epoch | Mammoth / lab |",
         "|---|---|---|---|---|",
     ]
+    if not args.mammoth_python or not Path(args.mammoth_python).is_file():
+        print(
+            "no Python for Mammoth (--mammoth-python or MAMMOTH_PYTHON): a venv with timm==0.9.8; "
+            "scripts/parity_ptm_prompt.py's docstring gives the commands"
+        )
+        return 2
     sizes = vit_size_of(args.arch, args.input_size)
     common = [
         "--samples", str(args.samples), "--device", args.device, "--arch", args.arch,

@@ -4,10 +4,10 @@
 
 Mammoth (aimagelab/mammoth, commit e75a491c69fd729edeb01431afb753d9157d9a81) is imported at
 run time from --mammoth (default: $MAMMOTH_ROOT), in its own Python (--mammoth-python,
-default $MAMMOTH_PYTHON or /work/refenv/mammoth/bin/python), as a subprocess: nothing of it is
+default $MAMMOTH_PYTHON), as a subprocess: nothing of it is
 copied here. Its environment: a virtual environment with timm 0.9.8 (Mammoth's pin), torch,
 and kornia and kornia_rs installed with --no-deps (models/utils/continual_model.py imports
-kornia; nothing here uses it; /work/refenv/mammoth has kornia 0.9.0, kornia_rs 0.2.0). To make one:
+kornia; nothing here uses it; written against kornia 0.9.0, kornia_rs 0.2.0). To make one:
 
     git clone https://github.com/aimagelab/mammoth
     git -C mammoth checkout e75a491c69fd729edeb01431afb753d9157d9a81
@@ -688,7 +688,7 @@ def main() -> int:
     parser.add_argument("--pilot", default=os.environ.get("PILOT_ROOT"))
     parser.add_argument(
         "--mammoth-python",
-        default=os.environ.get("MAMMOTH_PYTHON", "/work/refenv/mammoth/bin/python"),
+        default=os.environ.get("MAMMOTH_PYTHON"),
     )
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps per task")
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
@@ -704,9 +704,10 @@ def main() -> int:
             f"mammoth checkout {COMMIT}, then --mammoth mammoth"
         )
         return 2
-    if not Path(args.mammoth_python).is_file():
+    if not args.mammoth_python or not Path(args.mammoth_python).is_file():
         print(
-            f"no Python for Mammoth at {args.mammoth_python} (--mammoth-python): python -m venv "
+            f"no Python for Mammoth (--mammoth-python or MAMMOTH_PYTHON: {args.mammoth_python}): "
+            "python -m venv "
             "refenv && refenv/bin/pip install torch torchvision timm==0.9.8 numpy && "
             "refenv/bin/pip install --no-deps kornia kornia_rs"
         )

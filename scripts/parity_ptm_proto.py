@@ -569,12 +569,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pilot", default=os.environ.get("PILOT_ROOT"))
     parser.add_argument("--mammoth", default=os.environ.get("MAMMOTH_ROOT"))
-    parser.add_argument(
-        "--pilot-python", default=os.environ.get("PILOT_PYTHON", "/work/refenv/pilot/bin/python")
-    )
+    parser.add_argument("--pilot-python", default=os.environ.get("PILOT_PYTHON"))
     parser.add_argument(
         "--mammoth-python",
-        default=os.environ.get("MAMMOTH_PYTHON", "/work/refenv/mammoth/bin/python"),
+        default=os.environ.get("MAMMOTH_PYTHON"),
     )
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
@@ -584,6 +582,13 @@ def main() -> int:
     ):
         if not root or not Path(root).is_dir():
             print(missing_reference(name, url, variable))
+            return 2
+    for name, python in (("pilot", args.pilot_python), ("mammoth", args.mammoth_python)):
+        if not python or not Path(python).is_file():
+            print(
+                f"no Python for {name} (--{name}-python or {name.upper()}_PYTHON): a venv with "
+                "the reference's pinned timm; this script's docstring gives the commands"
+            )
             return 2
     torch.set_num_threads(1)
     settings = {
