@@ -1049,6 +1049,61 @@ MUTANTS = [
         "",
         ["tests/test_run.py::test_digits_run_writes_the_run_directory_contract"],
     ),
+    # the digits read and split without scikit-learn (issue 27: the suite's time)
+    Mutant(
+        "stratified-ties-not-random",  # the largest remainders first, in index order
+        "lab/data/stratified.py",
+        "floored[rng.choice(tied, size=add_now, replace=False)] += 1",
+        "floored[tied[:add_now]] += 1",
+        [
+            "tests/test_datasets.py::test_the_stratified_split_is_scikit_learns_in_its_order_and_its_ties"
+        ],
+    ),
+    Mutant(
+        "stratified-test-size-rounded-down",
+        "lab/data/stratified.py",
+        "num_test = math.ceil(test_fraction * len(labels))",
+        "num_test = int(test_fraction * len(labels))",
+        [
+            "tests/test_datasets.py::test_the_stratified_split_is_scikit_learns_in_its_order_and_its_ties"
+        ],
+    ),
+    Mutant(
+        "stratified-no-final-shuffle",
+        "lab/data/stratified.py",
+        "return rng.permutation(train), rng.permutation(test)",
+        "return np.array(train), np.array(test)",
+        [
+            "tests/test_datasets.py::test_the_stratified_split_is_scikit_learns_in_its_order_and_its_ties"
+        ],
+    ),
+    Mutant(
+        "stratified-test-counts-from-all",  # not from what the train side left
+        "lab/data/stratified.py",
+        "test_counts = _approximate_mode(class_counts - train_counts, num_test, rng)",
+        "test_counts = _approximate_mode(class_counts, num_test, rng)",
+        [
+            "tests/test_datasets.py::test_the_stratified_split_is_scikit_learns_in_its_order_and_its_ties"
+        ],
+    ),
+    Mutant(
+        "digits-pixels-over-255",  # the csv holds 0-16
+        "lab/data/datasets.py",
+        "astype(np.float32) / 16.0)",
+        "astype(np.float32) / 255.0)",
+        [
+            "tests/test_datasets.py::test_digits_are_scikit_learns_images_and_split_read_without_importing_it"
+        ],
+    ),
+    Mutant(
+        "digits-split-seed-1",
+        "lab/data/datasets.py",
+        "stratified_split(labels, test_fraction, seed=0)",
+        "stratified_split(labels, test_fraction, seed=1)",
+        [
+            "tests/test_datasets.py::test_digits_are_scikit_learns_images_and_split_read_without_importing_it"
+        ],
+    ),
     # what a pre-trained model forgets, and the remedies (issue 29)
     Mutant(
         "pretrain-model-head-not-loaded",  # the source head left at its random init

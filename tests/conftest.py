@@ -26,6 +26,10 @@ if WORKERS > 1:
 # Small enough for seconds on a CPU, real enough to show forgetting.
 # W&B in disabled mode: its code path runs, nothing is written.
 FAST = ["benchmark=split_digits", "train.epochs=10", "train.batch_size=32", "logger.mode=disabled"]
+# FAST for the lab-run processes of tests about other things than W&B: no W&B at all,
+# which spares each process W&B's import (two seconds of CPU); the W&B path is tested in
+# process (FAST) and, written to disk, in test_wandb
+CLI = [*(o for o in FAST if not o.startswith("logger")), "logger=none"]
 
 
 def compose_config(overrides: list[str] | None = None):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import FAST
+from conftest import CLI
 from heatmap_pixels import assert_png_shows
 from test_finetune import PRETRAINED
 from test_resume import interrupt_before_task
@@ -105,7 +105,7 @@ def test_probing_leaves_the_run_alone_and_resumes_to_the_same_probes(
 def test_lab_run_prints_and_writes_the_probes(tmp_path):
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        ["lab-run", *FAST, "train.epochs=2", *ANALYSIS, f"hydra.run.dir={run_dir}"],
+        ["lab-run", *CLI, "train.epochs=2", *ANALYSIS, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

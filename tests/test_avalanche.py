@@ -21,7 +21,7 @@ from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dat
 from avalanche.training.plugins import AGEMPlugin, LwFPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import copy_params_dict
-from conftest import FAST, compose_config
+from conftest import CLI, FAST, compose_config
 from heatmap_pixels import assert_png_shows
 
 from lab.avalanche.engine import TaskAware
@@ -381,7 +381,7 @@ def test_lab_and_avalanche_agree_on_final_acc_and_every_column(fast_config, meth
 
 def test_lab_run_engine_avalanche_from_the_command_line(tmp_path):
     done = subprocess.run(
-        ["lab-run", *FAST, "train.epochs=1", "engine=avalanche", "strategy=ewc"]
+        ["lab-run", *CLI, "train.epochs=1", "engine=avalanche", "strategy=ewc"]
         + [f"hydra.run.dir={tmp_path}"],
         capture_output=True,
         text=True,
@@ -393,7 +393,7 @@ def test_lab_run_engine_avalanche_from_the_command_line(tmp_path):
     assert not (tmp_path / "checkpoint.pt").exists()
 
     refused = subprocess.run(
-        ["lab-run", *FAST, "strategy=gem", f"hydra.run.dir={tmp_path / 'gem'}"],
+        ["lab-run", *CLI, "strategy=gem", f"hydra.run.dir={tmp_path / 'gem'}"],
         capture_output=True,
         text=True,
     )
@@ -408,16 +408,23 @@ def test_lab_run_engine_avalanche_from_the_command_line(tmp_path):
 def test_a_new_machine_gets_avalanches_config_file_whole(tmp_path):
     """Avalanche writes ~/.avalanche/config.json in place at its first import, so two jobs
     starting at once on a new machine raced (one read the other's empty file: a
-    JSONDecodeError). lab.avalanche writes it atomically first, with Avalanche's content."""
+    JSONDecodeError). lab.avalanche writes it atomically first, with Avalanche's content.
+
+    Avalanche's config module is run from its file, as its first import runs it: importing
+    the package would add ten seconds of everything else it imports, and nothing here."""
     home = tmp_path / "home"
     home.mkdir()
     config = home / ".avalanche" / "config.json"
     code = (
-        "import pathlib, sys, lab.avalanche\n"
+        "import importlib.util, pathlib, sys, lab.avalanche\n"
         "assert 'avalanche' not in sys.modules\n"
         f"print(pathlib.Path({str(config)!r}).read_text())\n"  # there before Avalanche runs
-        "from avalanche.benchmarks.datasets.dataset_utils import AVALANCHE_CONFIG\n"
-        "print(AVALANCHE_CONFIG['dataset_location'])"
+        "package = importlib.util.find_spec('avalanche').submodule_search_locations[0]\n"
+        "path = pathlib.Path(package, 'benchmarks', 'datasets', 'dataset_utils.py')\n"
+        "spec = importlib.util.spec_from_file_location('dataset_utils', path)\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(module.AVALANCHE_CONFIG['dataset_location'])"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],

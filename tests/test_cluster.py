@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import FAST, run_here
+from conftest import CLI, run_here
 from heatmap_pixels import assert_png_shows
 from test_resume import wait_for_rows
 
@@ -26,7 +26,7 @@ from lab.tracking import RunResults
 
 FAKE_SLURM = Path(__file__).parent / "fake_slurm"
 # ~0.5 s per task: time to signal a run between two tasks
-SLOW = [*FAST, "strategy=ewc", "train.epochs=15", "model.dropout=0.2"]
+SLOW = [*CLI, "strategy=ewc", "train.epochs=15", "model.dropout=0.2"]
 
 
 def process_writing(run_dir: Path) -> psutil.Process:
@@ -110,9 +110,9 @@ def test_a_second_signal_while_the_run_saves_is_ignored(fast_config, tmp_path, m
 @pytest.mark.e2e
 def test_submitit_local_sweep_runs_each_job_in_its_process_as_the_basic_launcher_does(tmp_path):
     sweep = tmp_path / "sweep"
-    grid = ["-m", *FAST, "seed=0,1"]
+    grid = ["-m", *CLI, "seed=0,1"]
     lab_run([*grid, "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}"], tmp_path)
-    assert matrices(sweep, 2) == uninterrupted(FAST, tmp_path / "basic")
+    assert matrices(sweep, 2) == uninterrupted(CLI, tmp_path / "basic")
     jobs = [d for d in (sweep / ".submitit").iterdir() if d.name.isdigit()]
     assert len(jobs) == 2  # one folder per job, named for its process id
     assert all((d / f"{d.name}_0_result.pkl").is_file() for d in jobs)

@@ -13,6 +13,7 @@ import torch
 
 from lab.data import datasets
 from lab.data.datasets import load_dataset, read_idx
+from lab.data.stratified import stratified_split
 from lab.errors import DataNotFoundError
 
 
@@ -120,6 +121,39 @@ def test_digits_fixed_stratified_split():
     assert (torch.bincount(data.test_y) - per_class * 0.25).abs().max() <= 1
     again = load_dataset("digits", "unused")
     assert torch.equal(data.test_x, again.test_x)
+
+
+def test_digits_are_scikit_learns_images_and_split_read_without_importing_it():
+    """The lab reads sklearn's digits.csv.gz and splits it itself (lab.data.stratified):
+    the same images, labels and split as scikit-learn's load_digits and train_test_split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    data, theirs = load_dataset("digits", "unused"), load_digits()
+    train, test = train_test_split(
+        np.arange(1797), test_size=0.25, stratify=theirs.target, random_state=0
+    )
+    images = torch.from_numpy(theirs.images.astype(np.float32) / 16).unsqueeze(1)
+    assert torch.equal(data.train_x, images[np.sort(train)])
+    assert torch.equal(data.test_x, images[np.sort(test)])
+    assert data.train_y.tolist() == theirs.target[np.sort(train)].tolist()
+    assert data.test_y.tolist() == theirs.target[np.sort(test)].tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("fraction", [0.25, 0.1, 0.5])
+def test_the_stratified_split_is_scikit_learns_in_its_order_and_its_ties(seed, fraction):
+    """81 samples in unequal classes, whose shares leave tied remainders (the two classes
+    of 7), and test sizes that round up (0.25 x 81 = 20.25: 21): the tie-breaking draws
+    and both shuffles, index for index."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.repeat(np.arange(6), [3, 7, 7, 11, 13, 40])[::-1].copy()
+    ours = stratified_split(labels, fraction, seed)
+    theirs = train_test_split(
+        np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
+    )
+    assert [a.tolist() for a in ours] == [b.tolist() for b in theirs]
 
 
 def test_unknown_dataset():

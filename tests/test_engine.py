@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import FAST
+from conftest import CLI
 
 from lab.checkpoint import CHECKPOINT
 from lab.engine import TrainSettings, evaluate_task_masked, train_task
@@ -98,7 +98,7 @@ def test_a_class_il_run_is_also_scored_task_il_by_masking(tmp_path):
     a two-way choice there, far above 0."""
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        ["lab-run", *FAST, "keep_checkpoint=true", f"hydra.run.dir={run_dir}"],
+        ["lab-run", *CLI, "keep_checkpoint=true", f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import FAST
+from conftest import CLI, FAST
 from test_datasets import write_mnist_like
 from test_resume import interrupt_before_task
 from wandb_records import offline_run
@@ -181,7 +181,7 @@ def test_lab_run_with_a_damaged_checkpoint_prints_no_traceback(fast_config, tmp_
             run_experiment(fast_config(), run_dir)
     truncated(run_dir / CHECKPOINT)
     done = subprocess.run(
-        ["lab-run", *FAST, f"hydra.run.dir={run_dir}"],
+        ["lab-run", *CLI, f"hydra.run.dir={run_dir}"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, run_here
+from conftest import CLI, run_here
 
 from lab.checkpoint import CHECKPOINT
 from lab.errors import ConfigError
@@ -105,7 +105,7 @@ def test_resuming_with_another_config_is_refused(fast_config, tmp_path, monkeypa
     assert resumed["status"] == "complete"
 
 
-SLOW = [*FAST, *COMMON, "strategy=ewc", "train.epochs=15"]  # ~0.5 s per task: time to kill
+SLOW = [*CLI, *COMMON, "strategy=ewc", "train.epochs=15"]  # ~0.5 s per task: time to kill
 
 
 def rows(path: Path) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO
+from conftest import CLI, FAST, REPO
 from heatmap_pixels import assert_png_shows
 from test_datasets import write_mnist_like
 
@@ -40,7 +40,7 @@ def lab_run(*args: str, cwd: Path, module: bool = False, env: dict | None = None
 
 def test_digits_run_writes_the_run_directory_contract(tmp_path):
     run_dir = tmp_path / "run"
-    done = lab_run(*FAST, "scenario=task", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    done = lab_run(*CLI, "scenario=task", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     results = json.loads((run_dir / "results.json").read_text())
     assert results["schema_version"] == 1 and results["status"] == "complete"
@@ -102,7 +102,7 @@ def test_a_run_imports_neither_wandb_nor_torchvision_unless_it_uses_them(tmp_pat
 
 def test_bad_value_is_one_line_and_exit_2(tmp_path):
     run_dir = tmp_path / "run"
-    done = lab_run(*FAST, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path, module=True)
+    done = lab_run(*CLI, "optimizer.lr=-1", f"hydra.run.dir={run_dir}", cwd=tmp_path, module=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "lab-run: error: optimizer.lr=-1 is invalid; valid: a number in (0, inf)"
@@ -145,7 +145,7 @@ def on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
 
 
 def test_progress_bars_on_a_terminal_but_not_in_a_multirun(tmp_path):
-    fast = [*FAST, "train.epochs=1"]
+    fast = [*CLI, "train.epochs=1"]
     status, single = on_a_terminal([*fast, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert status == 0 and "task 0:" in single and "task 4:" in single  # one bar per task
     sweep = tmp_path / "sweep"
@@ -159,7 +159,7 @@ def test_joblib_launcher_runs_jobs_in_parallel(tmp_path):
     sweep = tmp_path / "sweep"
     done = lab_run(
         "-m",
-        *FAST,
+        *CLI,
         "train.epochs=30",  # long enough to outlast the other job's start
         "seed=0,1",
         "hydra/launcher=joblib",
@@ -228,7 +228,7 @@ def test_installed_wheel_finds_its_configs(tmp_path):
         timeout=300,
     )
     done = lab_run(
-        *FAST,
+        *CLI,
         "train.epochs=1",
         f"hydra.run.dir={tmp_path / 'run'}",
         cwd=tmp_path,
@@ -260,7 +260,7 @@ def test_device_cuda_without_cuda_is_one_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     run_dir = tmp_path / "run"
-    done = lab_run(*FAST, "device=cuda", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    done = lab_run(*CLI, "device=cuda", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "lab-run: error: device='cuda' but torch sees no CUDA device; valid here: auto, cpu"

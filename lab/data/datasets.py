@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import inspect
 import os
 import pickle
@@ -27,6 +28,7 @@ import torch
 
 from lab.data import folders, text
 from lab.data.decoded import DECODED, cached_images, resize
+from lab.data.stratified import stratified_split
 from lab.errors import DataFileError, DataNotFoundError, brief
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -316,20 +318,23 @@ def _resized(images: np.ndarray, size: int, source: Path, cache: Path, name: str
 
 
 def load_digits(root: Path | None = None, test_fraction: float = 0.25) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1797 images, no download).
+    """scikit-learn's bundled 8x8 digits (1797 images, no download), read from the file it
+    ships (sklearn/datasets/data/digits.csv.gz: 64 pixels 0-16 and the label per line)
+    without importing it, which would take a second or two of every run on digits.
 
     It has no official test split: a stratified split with a fixed seed is used, so that
-    every run seed sees the same test set.
+    every run seed sees the same test set (scikit-learn's train_test_split, lab.data.stratified).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = sklearn_digits()
-    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    y = torch.from_numpy(digits.target.astype(np.int64))
-    train_idx, test_idx = train_test_split(
-        np.arange(len(y)), test_size=test_fraction, stratify=digits.target, random_state=0
-    )
+    package = importlib.util.find_spec("sklearn")
+    if package is None or not package.submodule_search_locations:
+        raise DataNotFoundError("the digits come with scikit-learn: pip install scikit-learn")
+    file = Path(next(iter(package.submodule_search_locations)), "datasets", "data", "digits.csv.gz")
+    with gzip.open(file, "rt") as lines:
+        data = np.loadtxt(lines, delimiter=",")
+    labels = data[:, -1].astype(np.int64)
+    x = torch.from_numpy(data[:, :-1].reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
+    y = torch.from_numpy(labels)
+    train_idx, test_idx = stratified_split(labels, test_fraction, seed=0)
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
     return Dataset("digits", x[train_idx], y[train_idx], x[test_idx], y[test_idx])
 
